@@ -1,0 +1,103 @@
+//! Writes the audit trail (`actions`, `rule_runs`, `store`) in batched transactions, retrying a failed
+//! commit so a busy or full disk delays the trail instead of losing it.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use crate::event::RuleRun;
+use crate::store::Store;
+use crate::store::audit::{ActionRecord, AuditBatch};
+
+/// Records waiting for the recorder; when full, the actions stage waits.
+pub const CHANNEL_CAPACITY: usize = 4_096;
+/// Most rows per transaction.
+const MAX_BATCH: usize = 1_000;
+/// Longest a record waits before its batch is written.
+const MAX_BATCH_AGE: Duration = Duration::from_millis(100);
+/// Pause between retries of a failed write.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Write attempts once the input is closed, before giving up on the last batch.
+const ATTEMPTS_WHEN_STOPPING: u32 = 3;
+
+/// One row for the audit trail.
+#[derive(Debug)]
+pub enum Record {
+    Action(ActionRecord),
+    Run(RuleRun),
+    Store { key: String, value: String },
+}
+
+/// The recorder stage. Ends when its input closes, after writing what it holds.
+pub struct Recorder {
+    pub store: Store,
+    pub input: mpsc::Receiver<Record>,
+}
+
+impl Recorder {
+    /// Batches and writes until the input closes.
+    pub async fn run(mut self) {
+        let mut open = true;
+        while open {
+            let mut batch = AuditBatch::default();
+            open = self.fill(&mut batch).await;
+            if !batch.is_empty() {
+                self.write(&batch, !open).await;
+            }
+        }
+        info!("recorder stopped");
+    }
+
+    async fn fill(&mut self, batch: &mut AuditBatch) -> bool {
+        let Some(first) = self.input.recv().await else {
+            return false;
+        };
+        add(batch, first);
+        let deadline = Instant::now() + MAX_BATCH_AGE;
+        while batch.len() < MAX_BATCH {
+            tokio::select! {
+                received = self.input.recv() => match received {
+                    Some(record) => add(batch, record),
+                    None => return false,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        true
+    }
+
+    async fn write(&self, batch: &AuditBatch, stopping: bool) {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.store.write_audit(batch).await {
+                Ok(()) => return,
+                Err(e) if stopping && attempts >= ATTEMPTS_WHEN_STOPPING => {
+                    error!(
+                        "cannot record {} rows of rule activity while stopping: {e}; they are lost",
+                        batch.len()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    if attempts == 1 {
+                        error!("cannot record rule activity: {e}; retrying");
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+fn add(batch: &mut AuditBatch, record: Record) {
+    match record {
+        Record::Action(action) => batch.actions.push(action),
+        Record::Run(run) => batch.runs.push(run),
+        Record::Store { key, value } => {
+            batch.store.insert(key, value);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The supervisor: builds the pipeline's channels and stages, starts them into one `TaskTracker`, and
+//! on shutdown drains it in order. Only the sources (the subscriber) watch the shutdown token; every
+//! later stage ends when its input closes, after finishing what it holds:
+//!
+//! subscriber stops -> ingest commits and acks -> subscriber disconnects
+//!                  -> rules finish -> actions publish and close the publisher (`offline`) -> recorder writes
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::actions::Actions;
+use crate::actions::recorder::{self, Recorder};
+use crate::config::Config;
+use crate::event::Event;
+use crate::ingest::{self, Ingest};
+use crate::mqtt::publisher::Publisher;
+use crate::mqtt::subscriber::Subscriber;
+use crate::rules::worker::{self, RuleWorker};
+use crate::rules::{Limits, RuleSet, Services};
+use crate::store::{HistoryReader, Store};
+use crate::{broker, store};
+
+/// How long a stop may take before the supervisor gives up on the stages still running.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot start the rule thread: {0}")]
+    RuleThread(std::io::Error),
+}
+
+/// Runs the engine until `shutdown` is cancelled, then drains every stage.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    if config.broker.embedded {
+        broker::start(config.broker.listen, config.mqtt.max_packet_size)?;
+    }
+    let store = Store::open(&config.database.path).await?;
+    let reader = HistoryReader::open(&config.database.path).await?;
+    let stored = store.load_kv().await?;
+    info!(database = %config.database.path.display(), "history opened");
+
+    let (rules_tx, rules_rx) = mpsc::channel(worker::INPUT_CAPACITY);
+    let (ingest_tx, ingest_rx) = mpsc::channel(ingest::CHANNEL_CAPACITY);
+    let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
+    let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
+    let (ingest_done_tx, ingest_done_rx) = oneshot::channel();
+
+    let stages = Stages::default();
+    let (publisher, publish_handle) = Publisher::new(&config.mqtt);
+    stages.spawn("publisher", publisher.run(shutdown.clone()));
+    stages.spawn(
+        "recorder",
+        Recorder {
+            store: store.clone(),
+            input: records_rx,
+        }
+        .run(),
+    );
+    stages.spawn(
+        "actions",
+        Actions {
+            input: outputs_rx,
+            publisher: publish_handle,
+            recorder: records_tx,
+        }
+        .run(),
+    );
+
+    let limits = Limits {
+        max_operations: config.rules.max_operations,
+        timeout: config.rules.timeout,
+        max_string_size: 4 * config.mqtt.max_packet_size,
+    };
+    let services = Services {
+        reader,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let rules = RuleSet::new(limits, Some(services), stored);
+    let worker = RuleWorker {
+        rules_dir: config.rules.dir.clone(),
+        rules,
+        input: rules_rx,
+        output: outputs_tx,
+    };
+    stages.spawn_thread("rules", move || worker.run())?;
+    // Before any message: on_start triggers run first.
+    let _ = rules_tx.send(Event::Start).await;
+
+    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx);
+    stages.spawn(
+        "ingest",
+        Ingest {
+            store: store.clone(),
+            acker,
+            input: ingest_rx,
+            done: ingest_done_tx,
+        }
+        .run(),
+    );
+    stages.spawn("subscriber", subscriber.run(shutdown.clone(), ingest_done_rx));
+
+    shutdown.cancelled().await;
+    info!("stopping: committing what was received, sending what rules queued");
+    stages.wait(SHUTDOWN_TIMEOUT).await;
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The running stages, by name, so a stop that hangs can say which stage hangs.
+#[derive(Default)]
+struct Stages {
+    tracker: TaskTracker,
+    running: Arc<Mutex<BTreeSet<&'static str>>>,
+}
+
+impl Stages {
+    fn spawn(&self, name: &'static str, stage: impl Future<Output = ()> + Send + 'static) {
+        let running = self.mark_running(name);
+        self.tracker.spawn(async move {
+            stage.await;
+            done(&running, name);
+        });
+    }
+
+    /// Runs blocking work (the rule thread) on its own OS thread, tracked like a task.
+    fn spawn_thread(
+        &self,
+        name: &'static str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StartError> {
+        let running = self.mark_running(name);
+        let (finished_tx, finished_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(worker::STACK_SIZE)
+            .spawn(move || {
+                work();
+                let _ = finished_tx.send(());
+            })
+            .map_err(StartError::RuleThread)?;
+        self.tracker.spawn(async move {
+            let _ = finished_rx.await;
+            done(&running, name);
+        });
+        Ok(())
+    }
+
+    fn mark_running(&self, name: &'static str) -> Arc<Mutex<BTreeSet<&'static str>>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name);
+        Arc::clone(&self.running)
+    }
+
+    async fn wait(&self, timeout: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(timeout, self.tracker.wait()).await.is_err() {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            warn!(
+                "gave up waiting after {timeout:?} for: {}",
+                running.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+}
+
+fn done(running: &Mutex<BTreeSet<&'static str>>, name: &'static str) {
+    running.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    tracing::debug!(stage = name, "stage finished");
+}

@@ -1,0 +1,98 @@
+//! The command line: parsing (clap), logging setup, and one file per subcommand. Errors are turned into
+//! messages and exit codes here and nowhere deeper.
+
+mod check;
+mod format;
+mod query;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use format::Format;
+
+/// homewright: a rule-based home automation engine. MQTT in, SQLite history, Rhai rules, MQTT out.
+#[derive(Debug, Parser)]
+#[command(name = "homewright", version, about, long_about = None)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; default: RUST_LOG, else info.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: connect (or start the embedded broker), store every message, run the rules.
+    Run {
+        /// Config file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config and compile every rule; print each problem as PATH:LINE:COL: message.
+    Check {
+        /// Config file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Run SQL against the history, read-only (works while `run` is running).
+    Query {
+        /// Config file (for database.path).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The SQL to run, e.g. "SELECT * FROM latest".
+        sql: String,
+    },
+}
+
+/// Runs the parsed command line and returns the process's exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run { config } => run::run(&config),
+        Command::Check { config } => check::check(&config, &mut std::io::stdout()),
+        Command::Query {
+            config,
+            db,
+            format,
+            sql,
+        } => query::query(&config, db.as_deref(), format, &sql, &mut std::io::stdout()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr through tracing: colours only on a terminal, so journald gets plain lines.
+pub fn init_tracing(level: Option<&str>) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    // rumqttd logs every client disconnect (and our own port probe) as an error; the engine checks
+    // and reports what matters about its broker itself. RUST_LOG=rumqttd=info brings it back.
+    let default = "info,rumqttd=off";
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default)),
+    }
+    .unwrap_or_else(|_| EnvFilter::new(default));
+    let terminal = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,60 @@
+//! The serde mirror of `homewright.yaml`: exactly the keys a user may write, nothing typed yet.
+//!
+//! `deny_unknown_fields` everywhere so a misspelt key is an error with its path rather than a silently
+//! ignored setting. Values stay as written (strings for durations and sizes) so that validation can
+//! report every problem at once with the key it belongs to.
+
+use serde::Deserialize;
+
+/// The whole file. Every section is optional; missing ones take their defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub mqtt: RawMqtt,
+    pub broker: RawBroker,
+    pub database: RawDatabase,
+    pub rules: RawRules,
+}
+
+/// `mqtt:` the connection the engine ingests from and publishes to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub keep_alive: Option<String>,
+    pub subscribe: Option<Vec<String>>,
+    pub qos: Option<u8>,
+    pub base_topic: Option<String>,
+    /// A number of bytes or a size such as `1MiB`.
+    pub max_packet_size: Option<serde_yaml::Value>,
+}
+
+/// `broker:` the in-process broker for a first run with nothing else installed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBroker {
+    pub embedded: Option<bool>,
+    pub listen: Option<String>,
+}
+
+/// `database:` where the history lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    pub path: Option<String>,
+}
+
+/// `rules:` where the scripts are and how much one run may do.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRules {
+    pub dir: Option<String>,
+    pub max_operations: Option<u64>,
+    pub timeout: Option<String>,
+}

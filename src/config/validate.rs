@@ -1,0 +1,359 @@
+//! Turns the raw config into typed values, collecting every problem with its key path and line.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::locate::locate;
+use super::raw::{RawConfig, RawMqtt};
+use super::units::{parse_duration, parse_size};
+use super::{
+    BrokerConfig, Config, ConfigError, Credentials, DatabaseConfig, MqttConfig, Problem, RulesConfig, Secret,
+};
+
+/// The largest packet MQTT 3.1.1 can carry (its remaining-length limit).
+const MQTT_MAX_PACKET: u64 = 268_435_455;
+
+/// Parses and validates config text that was read from `source` (used for messages and to resolve
+/// relative paths).
+pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = if text.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid(vec![syntax_problem(&e, source)]))?
+    };
+    let mut check = Checker {
+        text,
+        source,
+        problems: Vec::new(),
+    };
+    let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
+    let broker = check.broker(&raw);
+    let mqtt = check.mqtt(&raw.mqtt, &broker);
+    let database = DatabaseConfig {
+        path: resolve(
+            &base_dir,
+            raw.database.path.as_deref().unwrap_or("data/history.db"),
+        ),
+    };
+    let rules = check.rules(&raw, &base_dir);
+    if !check.problems.is_empty() {
+        return Err(ConfigError::Invalid(check.problems));
+    }
+    Ok(Config {
+        source: source.to_path_buf(),
+        mqtt,
+        broker,
+        database,
+        rules,
+    })
+}
+
+fn syntax_problem(error: &serde_yaml::Error, source: &Path) -> Problem {
+    let location = error.location();
+    let mut message = error.to_string();
+    if let Some(loc) = &location {
+        // serde_yaml appends the position in words; we print it as FILE:LINE:COL instead.
+        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_string();
+        }
+    }
+    Problem {
+        file: source.to_path_buf(),
+        line: location.as_ref().map(|l| l.line()),
+        column: location.as_ref().map(|l| l.column()),
+        key: String::new(),
+        message,
+    }
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    source: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let segments: Vec<&str> = key.split('.').collect();
+        let position = locate(self.text, &segments);
+        self.problems.push(Problem {
+            file: self.source.to_path_buf(),
+            line: position.map(|p| p.0),
+            column: position.map(|p| p.1),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.problem(key, e);
+                default
+            }
+        }
+    }
+
+    fn broker(&mut self, raw: &RawConfig) -> BrokerConfig {
+        let listen = raw.broker.listen.as_deref().unwrap_or("127.0.0.1:1883");
+        let listen = listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+            self.problem(
+                "broker.listen",
+                format!("`{listen}` is not an address and port (write it like 127.0.0.1:1883)"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 1883))
+        });
+        BrokerConfig {
+            embedded: raw.broker.embedded.unwrap_or(true),
+            listen,
+        }
+    }
+
+    fn mqtt(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> MqttConfig {
+        let (host, port) = if broker.embedded {
+            // A broker listening on every interface is reached through loopback.
+            let ip = match broker.listen.ip() {
+                ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ip => ip,
+            };
+            (ip.to_string(), broker.listen.port())
+        } else {
+            (
+                raw.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                raw.port.unwrap_or(1883),
+            )
+        };
+        let client_id = raw.client_id.clone().unwrap_or_else(|| "homewright".into());
+        if client_id.is_empty() || client_id.contains(['+', '#', '/']) {
+            self.problem(
+                "mqtt.client_id",
+                "must be a non-empty name without `/`, `+` or `#`",
+            );
+        }
+        let keep_alive = self.duration(
+            "mqtt.keep_alive",
+            raw.keep_alive.as_deref(),
+            Duration::from_secs(30),
+        );
+        if keep_alive < Duration::from_secs(1) || keep_alive.as_secs() > u64::from(u16::MAX) {
+            self.problem("mqtt.keep_alive", "must be between 1s and 18h");
+        }
+        let subscribe = raw.subscribe.clone().unwrap_or_else(|| vec!["#".into()]);
+        if subscribe.is_empty() {
+            self.problem("mqtt.subscribe", "needs at least one topic filter, e.g. [\"#\"]");
+        }
+        for filter in &subscribe {
+            if !crate::mqtt::topic::valid_filter(filter) {
+                self.problem(
+                    "mqtt.subscribe",
+                    format!("`{filter}` is not a valid MQTT topic filter"),
+                );
+            }
+        }
+        let qos = raw.qos.unwrap_or(1);
+        if qos > 2 {
+            self.problem("mqtt.qos", format!("{qos} is not an MQTT QoS (0, 1 or 2)"));
+        }
+        let base_topic = raw.base_topic.clone().unwrap_or_else(|| "homewright".into());
+        if !crate::mqtt::topic::valid_topic(&base_topic) || base_topic.ends_with('/') {
+            self.problem(
+                "mqtt.base_topic",
+                format!("`{base_topic}` is not a topic name (no wildcards, no trailing `/`)"),
+            );
+        }
+        let max_packet_size = self.packet_size(raw);
+        let credentials = self.credentials(raw);
+        MqttConfig {
+            host,
+            port,
+            client_id,
+            credentials,
+            keep_alive,
+            subscribe,
+            qos,
+            base_topic,
+            max_packet_size,
+        }
+    }
+
+    fn packet_size(&mut self, raw: &RawMqtt) -> usize {
+        const DEFAULT: u64 = 1 << 20;
+        let parsed = match &raw.max_packet_size {
+            None => Ok(DEFAULT),
+            Some(serde_yaml::Value::Number(n)) => n.as_u64().ok_or_else(|| format!("`{n}` is not a size")),
+            Some(serde_yaml::Value::String(s)) => parse_size(s),
+            Some(_) => Err("write a size like 65536, 512KiB or 1MiB".into()),
+        };
+        match parsed {
+            Ok(size) if (1024..=MQTT_MAX_PACKET).contains(&size) => size as usize,
+            Ok(size) => {
+                self.problem(
+                    "mqtt.max_packet_size",
+                    format!("{size} bytes is outside 1KiB..256MiB"),
+                );
+                DEFAULT as usize
+            }
+            Err(e) => {
+                self.problem("mqtt.max_packet_size", e);
+                DEFAULT as usize
+            }
+        }
+    }
+
+    fn credentials(&mut self, raw: &RawMqtt) -> Option<Credentials> {
+        let sources = [&raw.password, &raw.password_file, &raw.password_env];
+        let given = sources.iter().filter(|s| s.is_some()).count();
+        if given > 1 {
+            self.problem(
+                "mqtt.password",
+                "give only one of password, password_file and password_env",
+            );
+            return None;
+        }
+        let password = if let Some(p) = &raw.password {
+            Some(p.clone())
+        } else if let Some(file) = &raw.password_file {
+            match std::fs::read_to_string(file) {
+                // A trailing newline is an editor's, not part of the password.
+                Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => {
+                    self.problem("mqtt.password_file", format!("cannot read {file}: {e}"));
+                    None
+                }
+            }
+        } else if let Some(var) = &raw.password_env {
+            match std::env::var(var) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.problem(
+                        "mqtt.password_env",
+                        format!("the environment variable {var} is not set"),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match (&raw.username, password) {
+            (Some(username), password) => Some(Credentials {
+                username: username.clone(),
+                password: Secret::new(password.unwrap_or_default()),
+            }),
+            (None, Some(_)) => {
+                self.problem("mqtt.username", "a password is set but no username");
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn rules(&mut self, raw: &RawConfig, base_dir: &Path) -> RulesConfig {
+        let max_operations = raw.rules.max_operations.unwrap_or(1_000_000);
+        if max_operations == 0 {
+            self.problem("rules.max_operations", "must be at least 1");
+        }
+        let timeout = self.duration(
+            "rules.timeout",
+            raw.rules.timeout.as_deref(),
+            Duration::from_secs(1),
+        );
+        if timeout.is_zero() {
+            self.problem("rules.timeout", "must be longer than 0s");
+        }
+        RulesConfig {
+            dir: resolve(base_dir, raw.rules.dir.as_deref().unwrap_or("rules")),
+            max_operations,
+            timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        from_yaml(text, Path::new("/etc/hw/homewright.yaml")).map_err(|e| match e {
+            ConfigError::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_embedded_defaults() {
+        let config = parse("").unwrap();
+        assert!(config.broker.embedded);
+        assert_eq!((config.mqtt.host.as_str(), config.mqtt.port), ("127.0.0.1", 1883));
+        assert_eq!(config.mqtt.max_packet_size, 1 << 20);
+        assert_eq!(config.database.path, Path::new("/etc/hw/data/history.db"));
+        assert_eq!(config.rules.dir, Path::new("/etc/hw/rules"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let errors = parse("mqtt:\n  host: x\n  prot: 1883\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("/etc/hw/homewright.yaml:3:3: mqtt: unknown field `prot`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_key_and_line() {
+        let text = "broker:\n  embedded: false\nmqtt:\n  keep_alive: soon\n  qos: 3\n  subscribe: [\"a/#/b\"]\nrules:\n  timeout: 0s\n";
+        let errors = parse(text).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "/etc/hw/homewright.yaml:4:3: mqtt.keep_alive: `soon` is not a duration (write it like 500ms, 30s, 5m, 2h or 30d)",
+                "/etc/hw/homewright.yaml:6:3: mqtt.subscribe: `a/#/b` is not a valid MQTT topic filter",
+                "/etc/hw/homewright.yaml:5:3: mqtt.qos: 3 is not an MQTT QoS (0, 1 or 2)",
+                "/etc/hw/homewright.yaml:8:3: rules.timeout: must be longer than 0s",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_password_never_appears_in_debug_output() {
+        let config =
+            parse("broker: { embedded: false }\nmqtt:\n  username: alice\n  password: hunter2\n").unwrap();
+        let credentials = config.mqtt.credentials.clone().unwrap();
+        assert_eq!(credentials.password.expose(), "hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_missing_password_env_names_the_variable_not_a_value() {
+        let errors = parse("mqtt:\n  username: a\n  password_env: HOMEWRIGHT_TEST_UNSET_VAR\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "/etc/hw/homewright.yaml:3:3: mqtt.password_env: the environment variable HOMEWRIGHT_TEST_UNSET_VAR is not set"
+            ]
+        );
+    }
+
+    #[test]
+    fn embedded_broker_on_all_interfaces_is_reached_on_loopback() {
+        let config = parse("broker:\n  listen: 0.0.0.0:18830\nmqtt:\n  host: elsewhere\n").unwrap();
+        assert_eq!(
+            (config.mqtt.host.as_str(), config.mqtt.port),
+            ("127.0.0.1", 18830)
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! What crosses the stages of the pipeline: a received [`Message`], the [`Event`]s rules react to, and
+//! the [`Output`] of a rule run (what it asked for, and the record of the run itself).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// One MQTT message as the engine received it. The payload is kept as bytes: it is stored byte for byte
+/// and only decoded when a rule looks at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// When the engine received it, in unix milliseconds.
+    pub ts: i64,
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+/// What a rule reacts to.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The engine has started: `on_start` triggers run, once.
+    Start,
+    /// A message arrived: matching `on_message` triggers run.
+    Message(Message),
+}
+
+/// Something a rule asked the outside world to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+    },
+}
+
+/// What the rule thread hands to the actions stage.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Perform this action, on behalf of `rule`.
+    Action { rule: Arc<str>, ts: i64, action: Action },
+    /// Persist a `store_set` value (JSON text).
+    StoreSet { key: String, value: String },
+    /// One trigger ran: the trace row for `rule_runs`.
+    Run(RuleRun),
+}
+
+/// The trace of one run of one trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRun {
+    pub ts: i64,
+    pub rule: Arc<str>,
+    /// `on_message`, `on_start`, ...
+    pub trigger: &'static str,
+    /// The message topic that triggered the run, if any.
+    pub topic: Option<String>,
+    pub duration_us: i64,
+    /// `rules/NAME.rhai:LINE:COL: message` when the run failed.
+    pub error: Option<String>,
+    /// How many actions the run asked for.
+    pub actions: i64,
+}
+
+/// The current wall-clock time in unix milliseconds.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

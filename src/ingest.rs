@@ -1,0 +1,147 @@
+//! Ingest: stores every received message in batched transactions and acknowledges QoS 1/2 messages to
+//! the broker only after their batch is committed, in the order they were received.
+//!
+//! That ordering is the whole durability promise: a crash at any moment loses nothing the broker handed
+//! over, because whatever was not yet committed was not yet acknowledged and is redelivered. The price is
+//! a possible duplicate when the crash falls between commit and acknowledgement.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::mqtt::subscriber::{Acker, Incoming};
+use crate::store::Store;
+
+/// Most messages per transaction: large enough to amortise the fsync, small enough that a commit stays
+/// in the low milliseconds on an SD card.
+pub const MAX_BATCH: usize = 1_000;
+
+/// Longest a received message waits for its batch to fill before it is committed (and acknowledged).
+pub const MAX_BATCH_AGE: Duration = Duration::from_millis(50);
+
+/// A batch closes early when no message came for this long (see [`fill`]).
+pub const IDLE_GAP: Duration = Duration::from_millis(2);
+
+/// Messages between the subscriber and ingest: about two batches, so one can be received while the
+/// previous one commits; beyond that the subscriber waits, and so does the broker's TCP stream.
+pub const CHANNEL_CAPACITY: usize = 2 * MAX_BATCH;
+
+/// Pauses between retries of a failed commit (a full disk, a locked file).
+const RETRY_START: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Commit attempts while stopping before giving up; what is not committed is not acknowledged either,
+/// so the broker redelivers it to the next run.
+const ATTEMPTS_WHEN_STOPPING: u32 = 3;
+
+/// The ingest stage. Ends when its input closes, after committing and acknowledging what it holds.
+pub struct Ingest {
+    pub store: Store,
+    pub acker: Acker,
+    pub input: mpsc::Receiver<Incoming>,
+    /// Told when every acknowledgement is queued, so the subscriber can disconnect after them.
+    pub done: oneshot::Sender<()>,
+}
+
+impl Ingest {
+    /// Batches, commits and acknowledges until the input closes.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut stored: u64 = 0;
+        loop {
+            let open = fill(&mut self.input, &mut batch).await;
+            if !batch.is_empty() {
+                if self.commit(&batch, !open).await {
+                    stored += batch.len() as u64;
+                    self.acknowledge(&mut batch).await;
+                }
+                batch.clear();
+            }
+            if !open {
+                break;
+            }
+        }
+        info!(
+            stored,
+            "ingest stopped: every received message is committed and acknowledged"
+        );
+        let _ = self.done.send(());
+    }
+
+    /// Commits `batch`, retrying with backoff: a transient error (disk full, database locked) stalls
+    /// ingest, and with it the acknowledgements, but never ends the service or drops a message.
+    async fn commit(&self, batch: &[Incoming], stopping: bool) -> bool {
+        let messages: Vec<_> = batch.iter().map(|i| &i.message).collect();
+        let mut pause = RETRY_START;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.store.insert_messages(&messages).await {
+                Ok(()) => {
+                    if attempts > 1 {
+                        info!("storing messages works again after {attempts} attempts");
+                    }
+                    return true;
+                }
+                Err(e) if stopping && attempts >= ATTEMPTS_WHEN_STOPPING => {
+                    error!(
+                        "cannot store {} messages while stopping: {e}; they were not acknowledged and the broker will redeliver them",
+                        batch.len()
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    if attempts == 1 {
+                        error!(
+                            "cannot store {} messages: {e}; not acknowledging them and retrying",
+                            batch.len()
+                        );
+                    } else {
+                        debug!("store retry {attempts} failed: {e}");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn acknowledge(&self, batch: &mut Vec<Incoming>) {
+        for incoming in batch.drain(..) {
+            if let Some(token) = incoming.ack {
+                if let Err(e) = self.acker.ack(token).await {
+                    // Only when the connection is gone; the broker redelivers, and we store a duplicate.
+                    warn!("cannot acknowledge a stored message: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a first message, then gathers more while they keep coming: the batch closes when it is
+/// full, when it is [`MAX_BATCH_AGE`] old, or when no message arrived for [`IDLE_GAP`]. Closing on a gap
+/// matters because the broker stops sending once its in-flight window of unacknowledged messages is
+/// full (Mosquitto's default is 20): waiting out the whole age then would cap ingest at one window per
+/// 50 ms. Returns false once the input is closed (the batch holds whatever came before).
+async fn fill(input: &mut mpsc::Receiver<Incoming>, batch: &mut Vec<Incoming>) -> bool {
+    match input.recv().await {
+        Some(first) => batch.push(first),
+        None => return false,
+    }
+    let deadline = Instant::now() + MAX_BATCH_AGE;
+    while batch.len() < MAX_BATCH {
+        let gap_end = (Instant::now() + IDLE_GAP).min(deadline);
+        tokio::select! {
+            biased;
+            received = input.recv() => match received {
+                Some(incoming) => batch.push(incoming),
+                None => return false,
+            },
+            _ = tokio::time::sleep_until(gap_end) => break,
+        }
+    }
+    true
+}

@@ -1,0 +1,30 @@
+//! homewright: a rule-based home automation engine.
+//!
+//! ```text
+//! broker -> mqtt::subscriber -+-> ingest -> store (messages; ack after commit)
+//!                             |
+//!                             +-> rules (Rhai, own thread) -> actions -+-> mqtt::publisher -> broker
+//!                                                                      +-> recorder -> store (audit)
+//! ```
+//!
+//! - [`config`]: `homewright.yaml`, raw then validated, every problem at once.
+//! - [`broker`]: the embedded rumqttd, with its own port check.
+//! - [`mqtt`]: the subscriber (ingest source, manual acks) and publisher connections; topic filters.
+//! - [`ingest`]: batches received messages into the store and acknowledges them after commit.
+//! - [`rules`]: the hardened Rhai engine, the rule API, loading, and the rule thread.
+//! - [`actions`]: performs what rules asked for and records it, with every rule run.
+//! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
+//! - [`event`]: what crosses the stages.
+//! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
+//! - [`cli`]: the command line.
+
+pub mod actions;
+pub mod app;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod ingest;
+pub mod mqtt;
+pub mod rules;
+pub mod store;

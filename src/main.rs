@@ -1,0 +1,11 @@
+//! The `homewright` binary: parse the command line, set up logging, run, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = homewright::cli::Cli::parse();
+    homewright::cli::init_tracing(cli.log_level.as_deref());
+    homewright::cli::run(cli)
+}

@@ -1,0 +1,269 @@
+//! The ingest source: one persistent MQTT session that receives every subscribed message and forwards
+//! it to the rules (at once) and to ingest (to be stored, then acknowledged).
+//!
+//! Invariants:
+//! - The task that polls the event loop only polls and forwards; it never awaits a request into the
+//!   client, so it cannot deadlock on its own bounded channel (CRATES.md section 1).
+//! - QoS 1/2 messages are acknowledged by [`Acker`] only after ingest committed them; until then the
+//!   broker keeps them in our session and redelivers them if we go away.
+//! - Subscriptions are renewed after every ConnAck, so a broker that lost our session still sends.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, QoS, SubscribeReasonCode};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{Backoff, describe, network_options, options, qos};
+use crate::config::MqttConfig;
+use crate::event::{Event, Message, now_millis};
+
+/// Capacity of the ingest connection's request channel. Only acknowledgements and subscriptions travel
+/// through it, and the broker can have at most 65,535 unacknowledged messages out to us (packet ids are
+/// 16 bits), so an ack never waits for room. That matters: the task draining this channel is the poll
+/// loop, which may itself be waiting for ingest to take a message.
+const REQUEST_CAPACITY: usize = 65_536 + 64;
+
+/// How long a clean stop waits for the broker to take our last acknowledgements and DISCONNECT.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A message on its way to ingest, with what is needed to acknowledge it once stored.
+#[derive(Debug)]
+pub struct Incoming {
+    pub message: Message,
+    /// `None` for QoS 0, which has nothing to acknowledge.
+    pub ack: Option<AckToken>,
+}
+
+/// The packet id and QoS of a received message: all an acknowledgement needs.
+#[derive(Debug, Clone, Copy)]
+pub struct AckToken {
+    pkid: u16,
+    qos: QoS,
+}
+
+/// Acknowledges stored messages to the broker through the ingest connection.
+#[derive(Clone)]
+pub struct Acker {
+    client: AsyncClient,
+}
+
+impl Acker {
+    /// Queues the acknowledgement of one message. Call in the order the messages were received.
+    pub async fn ack(&self, token: AckToken) -> Result<(), rumqttc::ClientError> {
+        let mut publish = rumqttc::Publish::new("", token.qos, Bytes::new());
+        publish.pkid = token.pkid;
+        self.client.ack(&publish).await
+    }
+}
+
+/// The ingest source. Build with [`Subscriber::new`], then `run` it.
+pub struct Subscriber {
+    config: MqttConfig,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    forward: Option<Forward>,
+}
+
+impl Subscriber {
+    /// Prepares the connection (nothing is sent until `run`) and returns the acker ingest uses.
+    pub fn new(
+        config: &MqttConfig,
+        to_ingest: mpsc::Sender<Incoming>,
+        to_rules: mpsc::Sender<Event>,
+    ) -> (Subscriber, Acker) {
+        let mut mqtt_options = options(config, config.client_id.clone());
+        mqtt_options.set_manual_acks(true);
+        let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
+        eventloop.set_network_options(network_options());
+        let acker = Acker {
+            client: client.clone(),
+        };
+        let forward = Some(Forward {
+            ingest: to_ingest,
+            rules: Some(to_rules),
+        });
+        let subscriber = Subscriber {
+            config: config.clone(),
+            client,
+            eventloop,
+            forward,
+        };
+        (subscriber, acker)
+    }
+
+    /// Receives until `shutdown`; then stops forwarding, keeps the connection up until ingest has
+    /// committed and queued every acknowledgement (`ingest_done`), and disconnects.
+    pub async fn run(mut self, shutdown: CancellationToken, mut ingest_done: oneshot::Receiver<()>) {
+        // Dropping it on shutdown is what lets ingest and rules see their input end.
+        let mut forward = self.forward.take();
+        let mut link = LinkState::new(&self.config, "ingest", &self.config.client_id);
+        let mut disconnect_by: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if forward.is_some() => {
+                    debug!("ingest source stopping; waiting for ingest to commit what it holds");
+                    forward = None;
+                }
+                _ = &mut ingest_done, if forward.is_none() && disconnect_by.is_none() => {
+                    if !link.connected || self.client.try_disconnect().is_err() {
+                        return;
+                    }
+                    disconnect_by = Some(tokio::time::Instant::now() + DISCONNECT_TIMEOUT);
+                }
+                _ = sleep_until(disconnect_by), if disconnect_by.is_some() => {
+                    warn!("broker did not take our DISCONNECT in time; unacknowledged messages will be redelivered");
+                    return;
+                }
+                polled = self.eventloop.poll() => match polled {
+                    Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
+                        // When stopping it is not forwarded, so not acknowledged: the broker redelivers it.
+                        if let Some(to) = &mut forward {
+                            if !to.send(publish).await {
+                                forward = None;
+                            }
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
+                        link.connected(connack.session_present);
+                        self.subscribe();
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => self.check_suback(&suback.return_codes),
+                    Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        if forward.is_none() {
+                            return; // stopping anyway; what was not acknowledged is redelivered later
+                        }
+                        let pause = link.failed(&e);
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.cancelled() => forward = None,
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Renews every subscription. Done on every ConnAck: harmless when the session survived, and
+    /// essential when the broker forgot it.
+    fn subscribe(&self) {
+        let level = qos(self.config.qos);
+        let filters = self
+            .config
+            .subscribe
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), level));
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            error!("cannot subscribe to {:?}: {e}", self.config.subscribe);
+        }
+    }
+
+    fn check_suback(&self, codes: &[SubscribeReasonCode]) {
+        for (filter, code) in self.config.subscribe.iter().zip(codes) {
+            if matches!(code, SubscribeReasonCode::Failure) {
+                error!(
+                    "broker refused the subscription to `{filter}` (check the broker's ACL for this user)"
+                );
+            }
+        }
+    }
+}
+
+/// Where received messages go.
+struct Forward {
+    ingest: mpsc::Sender<Incoming>,
+    /// `None` once the rule thread is gone: storing goes on without rules.
+    rules: Option<mpsc::Sender<Event>>,
+}
+
+impl Forward {
+    /// Sends one received message to the rules and to ingest. Returns false when ingest is gone.
+    async fn send(&mut self, publish: rumqttc::Publish) -> bool {
+        let ack = match publish.qos {
+            QoS::AtMostOnce => None,
+            qos => Some(AckToken {
+                pkid: publish.pkid,
+                qos,
+            }),
+        };
+        let message = Message {
+            ts: now_millis(),
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos as u8,
+            retain: publish.retain,
+        };
+        // Rules first: their latency must not include the store's.
+        if let Some(rules) = &self.rules {
+            if rules.send(Event::Message(message.clone())).await.is_err() {
+                error!("the rule thread is gone; messages are still stored but no rule runs");
+                self.rules = None;
+            }
+        }
+        self.ingest.send(Incoming { message, ack }).await.is_ok()
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connection state for logging each change once, not every retry.
+pub(super) struct LinkState {
+    broker: String,
+    config: MqttConfig,
+    role: &'static str,
+    client_id: String,
+    pub(super) connected: bool,
+    last_error: Option<String>,
+    backoff: Backoff,
+}
+
+impl LinkState {
+    /// `role` names the connection in logs (`ingest`, `publish`).
+    pub(super) fn new(config: &MqttConfig, role: &'static str, client_id: &str) -> Self {
+        LinkState {
+            broker: format!("{}:{}", config.host, config.port),
+            config: config.clone(),
+            role,
+            client_id: client_id.to_string(),
+            connected: false,
+            last_error: None,
+            backoff: Backoff::new(),
+        }
+    }
+
+    pub(super) fn connected(&mut self, session_present: bool) {
+        info!(broker = %self.broker, session_present, client_id = %self.client_id, "{} connection up", self.role);
+        self.connected = true;
+        self.last_error = None;
+        self.backoff.reset();
+    }
+
+    /// Logs a failure (once per distinct failure) and returns how long to wait before retrying.
+    pub(super) fn failed(&mut self, error: &rumqttc::ConnectionError) -> Duration {
+        let text = describe(error, &self.config);
+        let pause = self.backoff.step();
+        if self.connected {
+            warn!("{} connection lost: {text}; reconnecting", self.role);
+        } else if self.last_error.as_deref() != Some(text.as_str()) {
+            warn!(
+                "{} connection: {text}; retrying with backoff up to 30s",
+                self.role
+            );
+        } else {
+            debug!("{text}; retrying in {pause:?}");
+        }
+        self.connected = false;
+        self.last_error = Some(text);
+        pause
+    }
+}

@@ -1,0 +1,96 @@
+//! `msg`: the message a trigger receives, with its payload decoded on demand (`payload`, `json`,
+//! `value`, `parts`) so that a rule pays only for what it reads.
+
+use rhai::{Array, Dynamic, Engine, FLOAT, INT};
+
+use crate::event::Message;
+
+/// A message as rules see it.
+#[derive(Debug, Clone)]
+pub struct RuleMessage(pub Message);
+
+impl RuleMessage {
+    fn payload(&self) -> String {
+        String::from_utf8_lossy(&self.0.payload).into_owned()
+    }
+
+    /// The payload parsed as JSON, or `()` when it is not JSON.
+    fn json(&self) -> Dynamic {
+        serde_json::from_slice::<serde_json::Value>(&self.0.payload)
+            .ok()
+            .and_then(|value| rhai::serde::to_dynamic(value).ok())
+            .unwrap_or(Dynamic::UNIT)
+    }
+
+    /// The payload as a number (always a float, so arithmetic on sensor values never truncates), or
+    /// `()` when it is not one.
+    fn value(&self) -> Dynamic {
+        std::str::from_utf8(&self.0.payload)
+            .ok()
+            .and_then(|text| text.trim().parse::<FLOAT>().ok())
+            .filter(|number| number.is_finite())
+            .map_or(Dynamic::UNIT, Dynamic::from_float)
+    }
+
+    fn parts(&self) -> Array {
+        self.0
+            .topic
+            .split('/')
+            .map(|level| Dynamic::from(level.to_string()))
+            .collect()
+    }
+}
+
+pub(super) fn register(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<RuleMessage>("Message")
+        .register_get("topic", |m: &mut RuleMessage| m.0.topic.clone())
+        .register_get("payload", |m: &mut RuleMessage| m.payload())
+        .register_get("json", |m: &mut RuleMessage| m.json())
+        .register_get("value", |m: &mut RuleMessage| m.value())
+        .register_get("parts", |m: &mut RuleMessage| m.parts())
+        .register_get("qos", |m: &mut RuleMessage| INT::from(m.0.qos))
+        .register_get("retain", |m: &mut RuleMessage| m.0.retain)
+        .register_get("time", |m: &mut RuleMessage| m.0.ts as INT)
+        .register_fn("to_string", |m: &mut RuleMessage| {
+            format!("{}: {}", m.0.topic, m.payload())
+        })
+        .register_fn("to_debug", |m: &mut RuleMessage| {
+            format!("Message({}: {})", m.0.topic, m.payload())
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(payload: &[u8]) -> RuleMessage {
+        RuleMessage(Message {
+            ts: 1,
+            topic: "home/kitchen/temp".into(),
+            payload: Bytes::copy_from_slice(payload),
+            qos: 1,
+            retain: false,
+        })
+    }
+
+    #[test]
+    fn numeric_payloads_have_a_value() {
+        assert_eq!(message(b" 21.5\n").value().as_float(), Ok(21.5));
+        assert_eq!(message(b"21").value().as_float(), Ok(21.0));
+        assert!(message(b"warm").value().is_unit());
+        assert!(message(b"NaN").value().is_unit());
+    }
+
+    #[test]
+    fn json_is_unit_when_not_json_and_invalid_utf8_is_replaced() {
+        assert!(message(b"{oops").json().is_unit());
+        assert_eq!(
+            message(b"{\"t\": 4}").json().as_map_ref().map(|m| m.len()).ok(),
+            Some(1)
+        );
+        assert_eq!(message(&[0x66, 0xff]).payload(), "f\u{fffd}");
+        assert_eq!(message(b"x").parts().len(), 3);
+    }
+}

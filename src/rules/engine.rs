@@ -1,0 +1,106 @@
+//! The one place a Rhai engine is made, hardened the same way for `run`, `check` and tests: no module
+//! imports from disk, no `eval`, explicit limits (Rhai's own defaults differ between debug and release
+//! builds, CRATES.md section 3), output through `tracing`, and a wall-clock deadline per run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, Engine};
+
+/// Nesting of function calls a rule may use; recursion deeper than this is stopped.
+pub const MAX_CALL_LEVELS: usize = 48;
+/// Expression nesting at the top level and inside functions.
+pub const MAX_EXPR_DEPTHS: (usize, usize) = (64, 32);
+/// Elements in one array or map: generous for home data, small enough to stop a runaway allocation.
+pub const MAX_COLLECTION_SIZE: usize = 100_000;
+/// Operations between two looks at the clock: reading it on every operation would cost more than the
+/// script itself.
+const CLOCK_CHECK_INTERVAL: u64 = 256;
+
+/// The limits of one run, from `rules:` in the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub timeout: Duration,
+    /// Longest string a rule may build (at least the largest MQTT packet, so payloads fit).
+    pub max_string_size: usize,
+}
+
+/// The deadline of the run in progress, shared between the rule thread and the engine's progress
+/// callback. Microseconds since `origin`; 0 means no run is in progress.
+#[derive(Debug)]
+pub struct Deadline {
+    origin: Instant,
+    micros: AtomicU64,
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Deadline {
+            origin: Instant::now(),
+            micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts a run that may last `timeout`.
+    pub fn arm(&self, timeout: Duration) -> Instant {
+        let at = Instant::now() + timeout;
+        let micros = at.duration_since(self.origin).as_micros();
+        self.micros.store(
+            u64::try_from(micros).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
+        at
+    }
+
+    /// Ends the run.
+    pub fn disarm(&self) {
+        self.micros.store(0, Ordering::Relaxed);
+    }
+
+    /// When the current run must end, if one is in progress.
+    pub fn current(&self) -> Option<Instant> {
+        match self.micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(self.origin + Duration::from_micros(micros)),
+        }
+    }
+
+    fn passed(&self) -> bool {
+        self.current().is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+/// Builds a hardened engine. The returned deadline must be armed around every run.
+pub fn build(limits: Limits) -> (Engine, Arc<Deadline>) {
+    let mut engine = Engine::new();
+    // Engine::new() resolves `import "x"` from disk; a rule must not read files.
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    engine.disable_symbol("eval");
+    engine.set_strict_variables(true);
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(MAX_CALL_LEVELS)
+        .set_max_expr_depths(MAX_EXPR_DEPTHS.0, MAX_EXPR_DEPTHS.1)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(MAX_COLLECTION_SIZE)
+        .set_max_map_size(MAX_COLLECTION_SIZE);
+    engine.on_print(|text| tracing::info!(target: "homewright::rule", "{text}"));
+    engine.on_debug(|text, source, position| {
+        tracing::debug!(target: "homewright::rule", "{}:{position}: {text}", source.unwrap_or("rule"));
+    });
+    let deadline = Arc::new(Deadline::new());
+    let watched = Arc::clone(&deadline);
+    let timeout = limits.timeout;
+    engine.on_progress(move |operations| {
+        if operations % CLOCK_CHECK_INTERVAL == 0 && watched.passed() {
+            Some(Dynamic::from(format!(
+                "the run took longer than {timeout:?} (rules.timeout)"
+            )))
+        } else {
+            None
+        }
+    });
+    (engine, deadline)
+}

@@ -1,0 +1,117 @@
+//! The SQLite history: the only module that knows sqlx. Opening (WAL, migrations), the writer that
+//! ingest and the actions stage share, and the read-only [`HistoryReader`] that `query`, `last()` and
+//! `sql()` use so that nothing a user or a rule writes as SQL can change the history.
+
+pub mod audit;
+mod messages;
+pub mod query;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use query::{QueryResult, SqlValue};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// How long a statement waits for SQLite's write lock (held briefly by a checkpoint or by the
+/// `sqlite3` shell of a curious owner) before it fails and is retried by its caller.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the history could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot migrate the database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// The writing side of the history. Cheap to clone; all clones share one connection, since SQLite has
+/// one writer at a time anyway and a second connection would only add lock waits.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating it if needed) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a message is acknowledged to the broker after its commit, so the commit must
+            // survive a power cut (a Pi's usual crash), not only a process crash. One fsync per batch.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        MIGRATOR.run(&pool).await.map_err(|source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Store { pool })
+    }
+
+    /// Waits for pending writes and closes the connection (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A read-only view of the history: writes, ATTACH and extension loading are refused by SQLite itself.
+#[derive(Clone, Debug)]
+pub struct HistoryReader {
+    pool: SqlitePool,
+}
+
+impl HistoryReader {
+    /// Opens the database at `path` read-only. Works while `run` is writing (WAL).
+    pub async fn open(path: &Path) -> Result<HistoryReader, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                source: sqlx::Error::Configuration(
+                    "no such file (run `homewright run` first, or pass --db PATH)".into(),
+                ),
+            });
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .after_connect(|conn, _| Box::pin(async move { query::lock_down(conn).await }))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(HistoryReader { pool })
+    }
+}
