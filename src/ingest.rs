@@ -110,12 +110,12 @@ impl Ingest {
 
     async fn acknowledge(&self, batch: &mut Vec<Incoming>) {
         for incoming in batch.drain(..) {
-            if let Some(token) = incoming.ack {
-                if let Err(e) = self.acker.ack(token).await {
-                    // Only when the connection is gone; the broker redelivers, and we store a duplicate.
-                    warn!("cannot acknowledge a stored message: {e}");
-                    return;
-                }
+            if let Some(token) = incoming.ack
+                && let Err(e) = self.acker.ack(token).await
+            {
+                // Only when the connection is gone; the broker redelivers, and we store a duplicate.
+                warn!("cannot acknowledge a stored message: {e}");
+                return;
             }
         }
     }

@@ -153,18 +153,11 @@ mod tests {
     fn table_aligns_columns_and_escapes_newlines() {
         assert_eq!(
             render(Format::Table),
-            "topic | payload                   | n\n\
-             ------+---------------------------+-----\n\
-             a/b   | say \"hi\", then\\nbye      | 3\n\
-             c     | x'ff00'                   | NULL\n\
+            "topic | payload             | n\n\
+             ------+---------------------+-----\n\
+             a/b   | say \"hi\", then\\nbye | 3\n\
+             c     | x'ff00'             | NULL\n\
              (2 rows)\n"
-                .replace(
-                    "------+---------------------------+-----",
-                    "------+--------------------------+-----"
-                )
-                .replace("say \"hi\", then\\nbye      |", "say \"hi\", then\\nbye     |")
-                .replace("x'ff00'                   |", "x'ff00'                  |")
-                .replace("payload                   |", "payload                  |")
         );
     }
 

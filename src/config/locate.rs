@@ -16,10 +16,8 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
             if content.is_empty() || content.starts_with('#') {
                 continue;
             }
-            if let Some(parent) = parent_indent {
-                if indent <= parent {
-                    break 'segments; // left the parent's block without finding the key
-                }
+            if parent_indent.is_some_and(|parent| indent <= parent) {
+                break 'segments; // left the parent's block without finding the key
             }
             let key = content
                 .strip_prefix(segment)

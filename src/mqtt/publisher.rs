@@ -21,6 +21,8 @@ const REQUEST_CAPACITY: usize = 1_024;
 
 /// Status payloads on `<base_topic>/status`.
 const ONLINE: &str = "online";
+/// How long a clean stop waits for the broker to close the connection after our DISCONNECT.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const OFFLINE: &str = "offline";
 
 /// Why a publish could not be queued.
@@ -104,14 +106,27 @@ impl Publisher {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut link = LinkState::new(&self.config, "publish", &format!("{}-out", self.config.client_id));
         let mut announce_online = false;
+        let mut disconnect_by = None;
         loop {
-            match self.eventloop.poll().await {
+            let polled = match disconnect_by {
+                None => self.eventloop.poll().await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                    Ok(polled) => polled,
+                    Err(_) => return, // everything was written; the broker is just slow to close
+                },
+            };
+            match polled {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
                     link.connected(connack.session_present);
                     announce_online = true;
                 }
-                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
+                // Read on until the broker closes the connection: closing it ourselves with unread
+                // PUBACKs in the socket would reset it, and a reset can drop our last publishes.
+                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => {
+                    disconnect_by = Some(tokio::time::Instant::now() + DISCONNECT_TIMEOUT);
+                }
                 Ok(_) => {}
+                Err(_) if disconnect_by.is_some() => return,
                 Err(rumqttc::ConnectionError::RequestsDone) => return,
                 Err(e) => {
                     if shutdown.is_cancelled() {
@@ -135,6 +150,3 @@ impl Publisher {
         }
     }
 }
-
-/// How long the supervisor lets the publisher finish after the actions stage is done.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);

@@ -101,6 +101,7 @@ impl Subscriber {
         let mut forward = self.forward.take();
         let mut link = LinkState::new(&self.config, "ingest", &self.config.client_id);
         let mut disconnect_by: Option<tokio::time::Instant> = None;
+        let mut disconnect_sent = false;
         loop {
             tokio::select! {
                 biased;
@@ -109,7 +110,12 @@ impl Subscriber {
                     forward = None;
                 }
                 _ = &mut ingest_done, if forward.is_none() && disconnect_by.is_none() => {
-                    if !link.connected || self.client.try_disconnect().is_err() {
+                    if !link.connected {
+                        debug!("ingest done; not connected, so nothing to disconnect");
+                        return;
+                    }
+                    if let Err(e) = self.client.try_disconnect() {
+                        warn!("cannot queue DISCONNECT: {e}");
                         return;
                     }
                     disconnect_by = Some(tokio::time::Instant::now() + DISCONNECT_TIMEOUT);
@@ -121,10 +127,10 @@ impl Subscriber {
                 polled = self.eventloop.poll() => match polled {
                     Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
                         // When stopping it is not forwarded, so not acknowledged: the broker redelivers it.
-                        if let Some(to) = &mut forward {
-                            if !to.send(publish).await {
-                                forward = None;
-                            }
+                        if let Some(to) = &mut forward
+                            && !to.send(publish).await
+                        {
+                            forward = None;
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
@@ -132,11 +138,21 @@ impl Subscriber {
                         self.subscribe();
                     }
                     Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => self.check_suback(&suback.return_codes),
-                    Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return,
+                    // Not done yet: closing a socket with unread input (the broker keeps sending while
+                    // its window allows) makes the kernel reset the connection, and a reset can
+                    // discard our last acknowledgements at the broker. Read until the broker, having
+                    // processed our DISCONNECT, closes the connection.
+                    Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
                     Ok(_) => {}
                     Err(e) => {
+                        if disconnect_sent {
+                            debug!("ingest connection closed by the broker after our DISCONNECT");
+                            return;
+                        }
                         if forward.is_none() {
-                            return; // stopping anyway; what was not acknowledged is redelivered later
+                            // Stopping anyway; what was not acknowledged is redelivered later.
+                            warn!("ingest connection failed while stopping: {e}");
+                            return;
                         }
                         let pause = link.failed(&e);
                         tokio::select! {
@@ -199,11 +215,11 @@ impl Forward {
             retain: publish.retain,
         };
         // Rules first: their latency must not include the store's.
-        if let Some(rules) = &self.rules {
-            if rules.send(Event::Message(message.clone())).await.is_err() {
-                error!("the rule thread is gone; messages are still stored but no rule runs");
-                self.rules = None;
-            }
+        if let Some(rules) = &self.rules
+            && rules.send(Event::Message(message.clone())).await.is_err()
+        {
+            error!("the rule thread is gone; messages are still stored but no rule runs");
+            self.rules = None;
         }
         self.ingest.send(Incoming { message, ack }).await.is_ok()
     }

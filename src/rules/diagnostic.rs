@@ -75,6 +75,8 @@ fn innermost(error: EvalAltResult) -> (Position, String) {
             let (position, message) = innermost(*inner);
             (if position.is_none() { outer } else { position }, message)
         }
+        // Errors our bindings raise carry their own wording; Rhai's "Runtime error: " adds nothing.
+        EvalAltResult::ErrorRuntime(message, position) => (position, message.to_string()),
         EvalAltResult::ErrorTerminated(reason, position) => (position, format!("stopped: {reason}")),
         EvalAltResult::ErrorTooManyOperations(position) => (
             position,

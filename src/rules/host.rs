@@ -42,6 +42,9 @@ impl TriggerKind {
 pub struct Trigger {
     pub kind: TriggerKind,
     pub callback: FnPtr,
+    /// Where the file registered it: the position reported for a run stopped by a limit, since Rhai
+    /// reports those at the call site, which for a trigger is the engine, not the script.
+    pub position: rhai::Position,
 }
 
 /// Access to the history from the rule thread, which is not a tokio thread and so may block on it.

@@ -164,7 +164,16 @@ impl RuleSet {
         self.deadline.disarm();
         let (produced, actions) = self.host.end_run();
         let error = result.err().map(|e| {
-            let diagnostic = Diagnostic::from_eval(&rule.path, *e);
+            let mut diagnostic = Diagnostic::from_eval(&rule.path, *e);
+            if diagnostic.line.is_none() {
+                diagnostic.line = trigger.position.line();
+                diagnostic.column = trigger.position.position();
+                diagnostic.message = format!(
+                    "{} (in the {} trigger registered here)",
+                    diagnostic.message,
+                    trigger.kind.name()
+                );
+            }
             error!("{diagnostic}");
             diagnostic.to_string()
         });

@@ -24,7 +24,11 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 filter: filter.to_string(),
             };
             on_message
-                .register(Trigger { kind, callback })
+                .register(Trigger {
+                    kind,
+                    callback,
+                    position: ctx.call_position(),
+                })
                 .map_err(|e| error_at(&ctx, e))
         },
     );
@@ -35,6 +39,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             let trigger = Trigger {
                 kind: TriggerKind::Start,
                 callback,
+                position: ctx.call_position(),
             };
             on_start.register(trigger).map_err(|e| error_at(&ctx, e))
         },

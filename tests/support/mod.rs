@@ -1,0 +1,319 @@
+//! The test harness: a real broker over TCP on a free port of 127.0.0.1 (the embedded one, or a
+//! Mosquitto process the test starts), a temp SQLite file, an ordinary MQTT client, and the engine
+//! either in-process (`Engine`) or as the release-like binary (`Process`).
+
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+pub mod mosquitto;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use homewright::app::{self, StartError};
+use homewright::config;
+use homewright::store::{HistoryReader, QueryResult, SqlValue};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A directory holding a config, rules and (once run) the database.
+pub struct Setup {
+    pub dir: TempDir,
+    pub port: u16,
+    pub embedded: bool,
+    /// Extra lines for the `rules:` section, indented by two spaces.
+    pub rules_options: String,
+    pub client_id: String,
+}
+
+impl Setup {
+    /// An engine with its embedded broker on a free port.
+    pub fn embedded() -> Self {
+        let port = free_port();
+        Setup::new(port, true)
+    }
+
+    /// An embedded broker on `port` (which a test may have taken on purpose).
+    pub fn new_for_port_test(port: u16) -> Self {
+        Setup::new(port, true)
+    }
+
+    /// An engine that connects to a broker already listening on `port`.
+    pub fn external(port: u16) -> Self {
+        Setup::new(port, false)
+    }
+
+    fn new(port: u16, embedded: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
+        Setup {
+            dir,
+            port,
+            embedded,
+            rules_options: String::new(),
+            client_id: format!("hw-test-{port}"),
+        }
+    }
+
+    /// Adds `rules/NAME.rhai`.
+    pub fn rule(self, name: &str, source: &str) -> Self {
+        std::fs::write(self.dir.path().join("rules").join(format!("{name}.rhai")), source)
+            .expect("write rule");
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("homewright.yaml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("history.db")
+    }
+
+    /// Writes the config file and returns its path.
+    pub fn write_config(&self) -> PathBuf {
+        let text = format!(
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: history.db\nrules:\n  dir: rules\n{options}",
+            port = self.port,
+            id = self.client_id,
+            embedded = self.embedded,
+            options = self.rules_options,
+        );
+        let path = self.config_path();
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+/// The engine running in this test's process.
+pub struct Engine {
+    pub setup: Setup,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), StartError>>,
+}
+
+impl Engine {
+    /// Starts the engine and waits until it stores what it receives.
+    pub async fn start(setup: Setup) -> Engine {
+        let config = config::load(&setup.write_config()).expect("valid config");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app::run(config, shutdown.clone()));
+        let engine = Engine {
+            setup,
+            shutdown,
+            task,
+        };
+        wait_until_ingesting(engine.setup.port, &engine.setup.db_path()).await;
+        engine
+    }
+
+    /// Stops the engine as SIGTERM would and waits for it to finish.
+    pub async fn stop(self) -> Setup {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        result
+            .expect("engine stops in time")
+            .expect("engine task")
+            .expect("engine ran");
+        self.setup
+    }
+
+    pub async fn query(&self, sql: &str) -> QueryResult {
+        query(&self.setup.db_path(), sql).await
+    }
+}
+
+/// The `homewright` binary, running.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    /// Starts `homewright run -c CONFIG` and waits until it stores what it receives.
+    pub async fn start(setup: &Setup) -> Process {
+        let config = setup.write_config();
+        let child = Command::new(env!("CARGO_BIN_EXE_homewright"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start homewright");
+        wait_until_ingesting(setup.port, &setup.db_path()).await;
+        Process { child }
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL").
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(status.expect("run kill").success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait(mut self) -> Option<i32> {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("homewright did not exit within 30s");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes a probe until the engine has stored one: then it is subscribed and committing.
+async fn wait_until_ingesting(port: u16, db: &Path) {
+    let client = Client::connect(port, &format!("probe-{}", free_port())).await;
+    for _ in 0..200 {
+        client
+            .publish("test/ready", "probe", QoS::AtLeastOnce, false)
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if db.exists() && count(db, "SELECT count(*) FROM messages WHERE topic = 'test/ready'").await > 0 {
+            return;
+        }
+    }
+    panic!("the engine did not start ingesting within 10s");
+}
+
+/// Runs a read-only query on the database at `db`.
+pub async fn query(db: &Path, sql: &str) -> QueryResult {
+    let reader = HistoryReader::open(db).await.expect("open history");
+    reader.query(sql, &[], None).await.expect("query")
+}
+
+/// The single integer a `SELECT count(*) ...` returns.
+pub async fn count(db: &Path, sql: &str) -> i64 {
+    match HistoryReader::open(db).await {
+        Ok(reader) => match reader.query(sql, &[], None).await {
+            Ok(result) => match result.rows.first().and_then(|r| r.first()) {
+                Some(SqlValue::Integer(n)) => *n,
+                _ => 0,
+            },
+            Err(_) => 0,
+        },
+        Err(_) => 0,
+    }
+}
+
+/// Polls `check` until it returns Some, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An ordinary MQTT client, as a sensor or a dashboard would be.
+pub struct Client {
+    pub client: AsyncClient,
+    received: tokio::sync::Mutex<mpsc::UnboundedReceiver<Publish>>,
+    /// PUBACKs the broker sent us for our QoS 1 publishes.
+    pub acked: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Client {
+    pub async fn connect(port: u16, id: &str) -> Client {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options
+            .set_max_packet_size(4 << 20, 4 << 20)
+            .set_keep_alive(Duration::from_secs(30));
+        options.set_inflight(1000);
+        let (client, mut eventloop) = AsyncClient::new(options, 20_000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let acked = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&acked);
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(p);
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Client {
+            client,
+            received: tokio::sync::Mutex::new(rx),
+            acked,
+            task,
+        }
+    }
+
+    pub async fn subscribe(&self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        // A SUBACK is not surfaced here; give the broker a moment to register the subscription.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: QoS, retain: bool) {
+        self.client
+            .publish_bytes(topic, qos, retain, payload.into())
+            .await
+            .expect("publish");
+    }
+
+    /// The next message received on `topic`, skipping others.
+    pub async fn next_on(&self, topic: &str, timeout: Duration) -> Publish {
+        let mut received = self.received.lock().await;
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, received.recv()).await {
+                Ok(Some(p)) if p.topic == topic => return p,
+                Ok(Some(_)) => continue,
+                _ => panic!("nothing arrived on {topic} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

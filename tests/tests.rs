@@ -1,0 +1,9 @@
+//! One integration-test binary (as ripgrep does): a real broker over TCP, a real SQLite file.
+
+mod support;
+
+mod cli;
+mod end_to_end;
+mod interop;
+mod rule_safety;
+mod shutdown;
