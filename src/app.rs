@@ -57,7 +57,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let (ingest_done_tx, ingest_done_rx) = oneshot::channel();
 
     let stages = Stages::default();
-    let (publisher, publish_handle) = Publisher::new(&config.mqtt);
+    let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone());
     stages.spawn("publisher", publisher.run(shutdown.clone()));
     stages.spawn(
         "recorder",

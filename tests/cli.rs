@@ -38,6 +38,7 @@ async fn history(dir: &Path) -> std::path::PathBuf {
             payload: Bytes::from(*p),
             qos: 1,
             retain: false,
+            dup: false,
         })
         .collect();
     store

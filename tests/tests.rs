@@ -3,7 +3,9 @@
 mod support;
 
 mod cli;
+mod crash;
 mod end_to_end;
 mod interop;
+mod outage;
 mod rule_safety;
 mod shutdown;

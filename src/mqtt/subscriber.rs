@@ -213,6 +213,7 @@ impl Forward {
             payload: publish.payload,
             qos: publish.qos as u8,
             retain: publish.retain,
+            dup: publish.dup,
         };
         // Rules first: their latency must not include the store's.
         if let Some(rules) = &self.rules

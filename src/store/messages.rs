@@ -16,7 +16,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO messages (ts, topic, payload, qos, retain) ");
+                QueryBuilder::new("INSERT INTO messages (ts, topic, payload, qos, retain, dup) ");
             insert.push_values(chunk, |mut row, m| {
                 row.push_bind(m.ts).push_bind(m.topic.as_str());
                 // Text when it is text, so SQL's string and JSON functions work; bytes otherwise.
@@ -24,7 +24,9 @@ impl Store {
                     Ok(text) => row.push_bind(text),
                     Err(_) => row.push_bind(&m.payload[..]),
                 };
-                row.push_bind(i64::from(m.qos)).push_bind(m.retain);
+                row.push_bind(i64::from(m.qos))
+                    .push_bind(m.retain)
+                    .push_bind(m.dup);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -49,6 +51,7 @@ impl HistoryReader {
             payload: Bytes::from(payload),
             qos: u8::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
             retain: row.try_get(4)?,
+            dup: false,
         }))
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod messages;
+pub mod outbox;
 pub mod query;
 
 use std::path::{Path, PathBuf};

@@ -144,16 +144,41 @@ pub struct Process {
 impl Process {
     /// Starts `homewright run -c CONFIG` and waits until it stores what it receives.
     pub async fn start(setup: &Setup) -> Process {
+        let process = Process::spawn(setup, None);
+        wait_until_ingesting(setup.port, &setup.db_path()).await;
+        process
+    }
+
+    /// Starts `homewright run -c CONFIG` without waiting for a broker; its stderr (the log) is appended
+    /// to `log` when given, else inherited.
+    pub fn spawn(setup: &Setup, log: Option<&Path>) -> Process {
         let config = setup.write_config();
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_homewright"))
             .args(["run", "-c"])
             .arg(&config)
+            .env("RUST_LOG", "info,rumqttd=off")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start homewright");
-        wait_until_ingesting(setup.port, &setup.db_path()).await;
         Process { child }
+    }
+
+    /// Starts it with its log appended to `log` and waits until it stores what it receives.
+    pub async fn start_logged(setup: &Setup, log: &Path) -> Process {
+        let process = Process::spawn(setup, Some(log));
+        wait_until_ingesting(setup.port, &setup.db_path()).await;
+        process
     }
 
     /// Sends a signal (e.g. "TERM", "KILL").
@@ -186,14 +211,17 @@ impl Drop for Process {
 }
 
 /// Publishes a probe until the engine has stored one: then it is subscribed and committing.
-async fn wait_until_ingesting(port: u16, db: &Path) {
-    let client = Client::connect(port, &format!("probe-{}", free_port())).await;
+pub async fn wait_until_ingesting(port: u16, db: &Path) {
+    // A payload of its own, so a probe stored by an earlier run of the engine does not count.
+    let probe = format!("probe-{}", free_port());
+    let client = Client::connect(port, &probe).await;
+    let stored = format!("SELECT count(*) FROM messages WHERE topic = 'test/ready' AND payload = '{probe}'");
     for _ in 0..200 {
         client
-            .publish("test/ready", "probe", QoS::AtLeastOnce, false)
+            .publish("test/ready", probe.clone(), QoS::AtLeastOnce, false)
             .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if db.exists() && count(db, "SELECT count(*) FROM messages WHERE topic = 'test/ready'").await > 0 {
+        if db.exists() && count(db, &stored).await > 0 {
             return;
         }
     }

@@ -72,6 +72,7 @@ mod tests {
             payload: Bytes::copy_from_slice(payload),
             qos: 1,
             retain: false,
+            dup: false,
         })
     }
 
