@@ -94,9 +94,11 @@ impl Ingest {
                 }
                 Err(e) => {
                     if attempts == 1 {
+                        let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
                         error!(
-                            "cannot store {} messages: {e}; not acknowledging them and retrying",
-                            batch.len()
+                            "cannot store {} received messages in {}: {e}{hint}; not acknowledging them, so the broker keeps them; retrying",
+                            batch.len(),
+                            self.store.path().display()
                         );
                     } else {
                         debug!("store retry {attempts} failed: {e}");

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod database_faults;
 mod end_to_end;
 mod interop;
 mod outage;

@@ -8,6 +8,7 @@ pub mod outbox;
 pub mod query;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -38,11 +39,31 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// What an owner can do about a failed write, when SQLite's result code tells.
+    pub fn hint(&self) -> Option<&'static str> {
+        let StoreError::Sql(sqlx::Error::Database(e)) = self else {
+            return None;
+        };
+        // Primary result codes (the low byte of an extended code): SQLITE_BUSY, SQLITE_IOERR,
+        // SQLITE_FULL, SQLITE_READONLY.
+        let code: i64 = e.code()?.parse().ok()?;
+        match code & 0xff {
+            5 => Some("another program holds the database's write lock, e.g. an open sqlite3 shell"),
+            10 => Some("the disk reported an I/O error; check the disk and `dmesg`"),
+            13 => Some("the disk is full; free space on the database's filesystem"),
+            8 => Some("the database file or its directory is read-only; check its permissions"),
+            _ => None,
+        }
+    }
+}
+
 /// The writing side of the history. Cheap to clone; all clones share one connection, since SQLite has
 /// one writer at a time anyway and a second connection would only add lock waits.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    path: Arc<Path>,
 }
 
 impl Store {
@@ -74,7 +95,15 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            path: Arc::from(path),
+        })
+    }
+
+    /// The database file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Waits for pending writes and closes the connection (checkpointing the WAL).

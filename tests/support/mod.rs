@@ -37,6 +37,8 @@ pub struct Setup {
     /// Extra lines for the `rules:` section, indented by two spaces.
     pub rules_options: String,
     pub client_id: String,
+    /// The database file, relative to `dir`.
+    pub db: String,
 }
 
 impl Setup {
@@ -65,6 +67,7 @@ impl Setup {
             embedded,
             rules_options: String::new(),
             client_id: format!("hw-test-{port}"),
+            db: "history.db".into(),
         }
     }
 
@@ -80,17 +83,18 @@ impl Setup {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("history.db")
+        self.dir.path().join(&self.db)
     }
 
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: history.db\nrules:\n  dir: rules\n{options}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}",
             port = self.port,
             id = self.client_id,
             embedded = self.embedded,
             options = self.rules_options,
+            db = self.db,
         );
         let path = self.config_path();
         std::fs::write(&path, text).expect("write config");
