@@ -356,4 +356,75 @@ mod tests {
             ("127.0.0.1", 18830)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: [(&str, &str); 14] = [
+            ("mqtt", "host"),
+            ("mqtt", "port"),
+            ("mqtt", "client_id"),
+            ("mqtt", "keep_alive"),
+            ("mqtt", "qos"),
+            ("mqtt", "base_topic"),
+            ("mqtt", "max_packet_size"),
+            ("mqtt", "subscribe"),
+            ("mqtt", "bogus"),
+            ("broker", "embedded"),
+            ("broker", "listen"),
+            ("database", "path"),
+            ("rules", "timeout"),
+            ("rules", "max_operations"),
+        ];
+
+        fn scalar() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9#+/ .:]{0,10}".prop_map(|s| format!("{s:?}")),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                prop::collection::vec("[a-z#+/]{0,4}", 0..3).prop_map(|v| format!("{v:?}")),
+                Just("~".to_string()),
+            ]
+        }
+
+        /// A config file with random values for real (and one unknown) keys.
+        fn config_text() -> impl Strategy<Value = String> {
+            prop::collection::btree_map(0..KEYS.len(), scalar(), 0..8).prop_map(|values| {
+                let mut text = String::new();
+                let mut section = "";
+                for (index, value) in values {
+                    let (parent, key) = KEYS[index];
+                    if parent != section {
+                        text.push_str(&format!("{parent}:\n"));
+                        section = parent;
+                    }
+                    text.push_str(&format!("  {key}: {value}\n"));
+                }
+                text
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_config_is_accepted_or_every_problem_is_located(text in config_text()) {
+                match from_yaml(&text, Path::new("/etc/hw/homewright.yaml")) {
+                    Ok(_) => {}
+                    Err(ConfigError::Invalid(problems)) => {
+                        prop_assert!(!problems.is_empty());
+                        for problem in problems {
+                            prop_assert!(!problem.key.is_empty() || problem.line.is_some(), "{}", problem);
+                            prop_assert!(!problem.message.is_empty());
+                        }
+                    }
+                    Err(other) => prop_assert!(false, "unexpected error {}", other),
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(text in "(.|\n){0,80}") {
+                let _ = from_yaml(&text, Path::new("c.yaml"));
+            }
+        }
+    }
 }
