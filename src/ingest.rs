@@ -54,7 +54,7 @@ impl Ingest {
             let open = fill(&mut self.input, &mut batch).await;
             if !batch.is_empty() {
                 if self.commit(&batch, !open).await {
-                    stored += batch.len() as u64;
+                    stored += batch.iter().filter(|i| i.message.is_some()).count() as u64;
                     self.acknowledge(&mut batch).await;
                 }
                 batch.clear();
@@ -73,7 +73,10 @@ impl Ingest {
     /// Commits `batch`, retrying with backoff: a transient error (disk full, database locked) stalls
     /// ingest, and with it the acknowledgements, but never ends the service or drops a message.
     async fn commit(&self, batch: &[Incoming], stopping: bool) -> bool {
-        let messages: Vec<_> = batch.iter().map(|i| &i.message).collect();
+        let messages: Vec<_> = batch.iter().filter_map(|i| i.message.as_ref()).collect();
+        if messages.is_empty() {
+            return true;
+        }
         let mut pause = RETRY_START;
         let mut attempts = 0;
         loop {
