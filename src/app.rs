@@ -38,12 +38,18 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("cannot start the rule thread: {0}")]
     RuleThread(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::mqtt::TlsError),
 }
 
 /// Runs the engine until `shutdown` is cancelled, then drains every stage.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     if config.broker.embedded {
-        broker::start(config.broker.listen, config.mqtt.max_packet_size)?;
+        broker::start(
+            config.broker.listen,
+            config.mqtt.max_packet_size,
+            config.mqtt.credentials.as_ref(),
+        )?;
     }
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
@@ -56,8 +62,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
     let (ingest_done_tx, ingest_done_rx) = oneshot::channel();
 
+    // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
+    // the start cleanly.
+    let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
+    let start_tx = rules_tx.clone();
+    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx)?;
     let stages = Stages::default();
-    let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone());
     stages.spawn("publisher", publisher.run(shutdown.clone()));
     stages.spawn(
         "recorder",
@@ -95,9 +105,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     };
     stages.spawn_thread("rules", move || worker.run())?;
     // Before any message: on_start triggers run first.
-    let _ = rules_tx.send(Event::Start).await;
+    let _ = start_tx.send(Event::Start).await;
+    drop(start_tx);
 
-    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx);
     stages.spawn(
         "ingest",
         Ingest {

@@ -10,4 +10,5 @@ mod end_to_end;
 mod interop;
 mod outage;
 mod rule_safety;
+mod security;
 mod shutdown;

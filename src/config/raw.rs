@@ -33,6 +33,16 @@ pub struct RawMqtt {
     pub base_topic: Option<String>,
     /// A number of bytes or a size such as `1MiB`.
     pub max_packet_size: Option<serde_yaml::Value>,
+    pub tls: Option<RawTls>,
+}
+
+/// `mqtt.tls:` PEM files for a TLS connection to the broker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// `broker:` the in-process broker for a first run with nothing else installed.

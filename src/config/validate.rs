@@ -8,7 +8,8 @@ use super::locate::locate;
 use super::raw::{RawConfig, RawMqtt};
 use super::units::{parse_duration, parse_size};
 use super::{
-    BrokerConfig, Config, ConfigError, Credentials, DatabaseConfig, MqttConfig, Problem, RulesConfig, Secret,
+    BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MqttConfig, Problem,
+    RulesConfig, Secret, TlsConfig,
 };
 
 /// The largest packet MQTT 3.1.1 can carry (its remaining-length limit).
@@ -96,6 +97,11 @@ impl Checker<'_> {
         });
     }
 
+    /// A path from the file, relative to the config file's directory unless absolute.
+    fn relative(&self, path: &str) -> PathBuf {
+        resolve(self.source.parent().unwrap_or(Path::new("")), path)
+    }
+
     fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
         match value.map(parse_duration) {
             None => default,
@@ -176,6 +182,7 @@ impl Checker<'_> {
         }
         let max_packet_size = self.packet_size(raw);
         let credentials = self.credentials(raw);
+        let tls = self.tls(raw, broker);
         MqttConfig {
             host,
             port,
@@ -186,7 +193,77 @@ impl Checker<'_> {
             qos,
             base_topic,
             max_packet_size,
+            tls,
         }
+    }
+
+    fn tls(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> Option<TlsConfig> {
+        let tls = raw.tls.as_ref()?;
+        if broker.embedded {
+            self.problem(
+                "mqtt.tls",
+                "the embedded broker does not speak TLS; set broker.embedded: false to use a TLS broker",
+            );
+            return None;
+        }
+        // Every problem at once: the CA and the client pair are checked independently.
+        let ca = match &tls.ca {
+            Some(path) => self
+                .pem_file("mqtt.tls.ca", path, "CERTIFICATE")
+                .map(|pem| (self.relative(path), pem)),
+            None => {
+                self.problem(
+                    "mqtt.tls.ca",
+                    "missing: the PEM file of the CA that signed the broker's certificate",
+                );
+                None
+            }
+        };
+        let client = match (&tls.cert, &tls.key) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => {
+                let chain = self.pem_file("mqtt.tls.cert", cert, "CERTIFICATE");
+                let key = self.pem_file("mqtt.tls.key", key, "PRIVATE KEY");
+                chain.zip(key).map(|(chain, key)| Some(ClientCert { chain, key }))
+            }
+            (Some(_), None) => {
+                self.problem("mqtt.tls.key", "missing: a client certificate needs its key");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("mqtt.tls.cert", "missing: a client key needs its certificate");
+                None
+            }
+        };
+        let ((ca_path, ca), client) = ca.zip(client)?;
+        Some(TlsConfig { ca_path, ca, client })
+    }
+
+    /// Reads a PEM file and checks that it holds a block whose label ends with `label` (`CERTIFICATE`,
+    /// or `PRIVATE KEY`, which also matches `RSA PRIVATE KEY` and `EC PRIVATE KEY`).
+    fn pem_file(&mut self, key: &str, path: &str, label: &str) -> Option<Vec<u8>> {
+        let path = self.relative(path);
+        let path = path.display();
+        let bytes = match std::fs::read(path.to_string()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.problem(key, format!("cannot read {path}: {e}"));
+                return None;
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let found = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("-----BEGIN "))
+            .any(|rest| rest.trim_end_matches('-').ends_with(label));
+        if !found {
+            self.problem(
+                key,
+                format!("{path} holds no PEM `{label}` block (expected a file starting with -----BEGIN ...{label}-----)"),
+            );
+            return None;
+        }
+        Some(bytes)
     }
 
     fn packet_size(&mut self, raw: &RawMqtt) -> usize {
@@ -226,7 +303,7 @@ impl Checker<'_> {
         let password = if let Some(p) = &raw.password {
             Some(p.clone())
         } else if let Some(file) = &raw.password_file {
-            match std::fs::read_to_string(file) {
+            match std::fs::read_to_string(self.relative(file)) {
                 // A trailing newline is an editor's, not part of the password.
                 Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
                 Err(e) => {

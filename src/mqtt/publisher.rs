@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::subscriber::LinkState;
-use super::{network_options, options, qos};
+use super::{TlsError, network_options, options, qos};
 use crate::config::MqttConfig;
 use crate::store::outbox::QueuedPublish;
 use crate::store::{Store, StoreError};
@@ -190,9 +190,9 @@ pub struct Publisher {
 impl Publisher {
     /// Prepares the connection with `offline` as its last will. Publishes start in the outbox until the
     /// first ConnAck, so that what a previous run left there goes out first.
-    pub fn new(config: &MqttConfig, store: Store) -> (Publisher, PublishHandle) {
+    pub fn new(config: &MqttConfig, store: Store) -> Result<(Publisher, PublishHandle), TlsError> {
         let status_topic = config.status_topic();
-        let mut mqtt_options = options(config, format!("{}-out", config.client_id));
+        let mut mqtt_options = options(config, format!("{}-out", config.client_id))?;
         mqtt_options.set_last_will(LastWill::new(&status_topic, OFFLINE, QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
         eventloop.set_network_options(network_options());
@@ -213,7 +213,7 @@ impl Publisher {
             store,
             replay: Replay::default(),
         };
-        (publisher, handle)
+        Ok((publisher, handle))
     }
 
     /// Polls until the DISCONNECT queued by [`PublishHandle::close`] is sent, or every handle is gone.

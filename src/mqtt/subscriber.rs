@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{Backoff, describe, network_options, options, qos};
+use super::{Backoff, TlsError, describe, network_options, options, qos};
 use crate::config::MqttConfig;
 use crate::event::{Event, Message, now_millis};
 
@@ -79,8 +79,8 @@ impl Subscriber {
         config: &MqttConfig,
         to_ingest: mpsc::Sender<Incoming>,
         to_rules: mpsc::Sender<Event>,
-    ) -> (Subscriber, Acker) {
-        let mut mqtt_options = options(config, config.client_id.clone());
+    ) -> Result<(Subscriber, Acker), TlsError> {
+        let mut mqtt_options = options(config, config.client_id.clone())?;
         // rumqttc drops the connection on an incoming packet above its limit, without a chance to
         // acknowledge it; the broker then redelivers it on every reconnect and ingest stalls behind it
         // for good (CRATES.md section 1). So take anything the protocol allows and refuse oversize
@@ -105,7 +105,7 @@ impl Subscriber {
             eventloop,
             forward,
         };
-        (subscriber, acker)
+        Ok((subscriber, acker))
     }
 
     /// Receives until `shutdown`; then stops forwarding, keeps the connection up until ingest has
@@ -310,7 +310,7 @@ impl LinkState {
 
     /// Logs a failure (once per distinct failure) and returns how long to wait before retrying.
     pub(super) fn failed(&mut self, error: &rumqttc::ConnectionError) -> Duration {
-        let text = describe(error, &self.config);
+        let text = describe(error, &self.config, !self.connected);
         let pause = self.backoff.step();
         if self.connected {
             warn!("{} connection lost: {text}; reconnecting", self.role);

@@ -39,6 +39,16 @@ pub struct Setup {
     pub client_id: String,
     /// The database file, relative to `dir`.
     pub db: String,
+    /// Extra lines for the `mqtt:` section, indented by two spaces.
+    pub mqtt_options: String,
+    /// Where the readiness probe publishes, when not `port` (e.g. a plain listener next to TLS).
+    pub probe_port: Option<u16>,
+    /// The probe's username and password, for a broker that requires a login.
+    pub probe_login: Option<(String, String)>,
+    /// Environment of the binary (`Process`).
+    pub env: Vec<(String, String)>,
+    /// `RUST_LOG` of the binary; default `info,rumqttd=off`.
+    pub log_level: Option<String>,
 }
 
 impl Setup {
@@ -68,6 +78,11 @@ impl Setup {
             rules_options: String::new(),
             client_id: format!("hw-test-{port}"),
             db: "history.db".into(),
+            mqtt_options: String::new(),
+            probe_port: None,
+            probe_login: None,
+            env: Vec::new(),
+            log_level: None,
         }
     }
 
@@ -89,16 +104,23 @@ impl Setup {
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}",
             port = self.port,
             id = self.client_id,
             embedded = self.embedded,
             options = self.rules_options,
             db = self.db,
+            mqtt = self.mqtt_options,
         );
         let path = self.config_path();
         std::fs::write(&path, text).expect("write config");
         path
+    }
+
+    /// Waits until the engine stores what it receives, probing as this setup says.
+    pub async fn wait_until_ingesting(&self) {
+        let login = self.probe_login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        probe_until_stored(self.probe_port.unwrap_or(self.port), login, &self.db_path()).await;
     }
 }
 
@@ -120,7 +142,7 @@ impl Engine {
             shutdown,
             task,
         };
-        wait_until_ingesting(engine.setup.port, &engine.setup.db_path()).await;
+        engine.setup.wait_until_ingesting().await;
         engine
     }
 
@@ -149,7 +171,7 @@ impl Process {
     /// Starts `homewright run -c CONFIG` and waits until it stores what it receives.
     pub async fn start(setup: &Setup) -> Process {
         let process = Process::spawn(setup, None);
-        wait_until_ingesting(setup.port, &setup.db_path()).await;
+        setup.wait_until_ingesting().await;
         process
     }
 
@@ -170,7 +192,11 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_homewright"))
             .args(["run", "-c"])
             .arg(&config)
-            .env("RUST_LOG", "info,rumqttd=off")
+            .env(
+                "RUST_LOG",
+                setup.log_level.as_deref().unwrap_or("info,rumqttd=off"),
+            )
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -181,7 +207,7 @@ impl Process {
     /// Starts it with its log appended to `log` and waits until it stores what it receives.
     pub async fn start_logged(setup: &Setup, log: &Path) -> Process {
         let process = Process::spawn(setup, Some(log));
-        wait_until_ingesting(setup.port, &setup.db_path()).await;
+        setup.wait_until_ingesting().await;
         process
     }
 
@@ -216,9 +242,13 @@ impl Drop for Process {
 
 /// Publishes a probe until the engine has stored one: then it is subscribed and committing.
 pub async fn wait_until_ingesting(port: u16, db: &Path) {
+    probe_until_stored(port, None, db).await;
+}
+
+async fn probe_until_stored(port: u16, login: Option<(&str, &str)>, db: &Path) {
     // A payload of its own, so a probe stored by an earlier run of the engine does not count.
     let probe = format!("probe-{}", free_port());
-    let client = Client::connect(port, &probe).await;
+    let client = Client::connect_with(port, &probe, login).await;
     let stored = format!("SELECT count(*) FROM messages WHERE topic = 'test/ready' AND payload = '{probe}'");
     for _ in 0..200 {
         client
@@ -282,7 +312,15 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(port: u16, id: &str) -> Client {
+        Client::connect_with(port, id, None).await
+    }
+
+    /// Connects with a username and password.
+    pub async fn connect_with(port: u16, id: &str, login: Option<(&str, &str)>) -> Client {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((username, password)) = login {
+            options.set_credentials(username, password);
+        }
         options
             .set_max_packet_size(4 << 20, 4 << 20)
             .set_keep_alive(Duration::from_secs(30));

@@ -52,12 +52,24 @@ impl Mosquitto {
 
     /// Starts Mosquitto with `extra` config lines (`{dir}` is replaced by its own temp directory).
     pub async fn start_with(extra: &str) -> Option<Mosquitto> {
+        // max_queued_messages 0: keep everything for an offline persistent session (the default, 1000,
+        // would drop messages while the engine restarts, which is the broker's loss, not ours).
+        Mosquitto::start_custom(|port, dir| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n{}",
+                extra.replace("{dir}", &dir.display().to_string())
+            )
+        })
+        .await
+    }
+
+    /// Starts Mosquitto with the config `make(port, dir)` returns: `port` is a free port the config
+    /// must listen on without TLS (it is how the test sees that the broker is up), `dir` the broker's
+    /// own directory, into which `make` may write the files the config names (certificates, passwords).
+    pub async fn start_custom(make: impl FnOnce(u16, &Path) -> String) -> Option<Mosquitto> {
         let binary = required_binary()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        // max_queued_messages 0: keep everything for an offline persistent session (the default, 1000,
-        // would drop messages while the engine restarts, which is the broker's loss, not ours).
-        let extra = extra.replace("{dir}", &dir.path().display().to_string());
         // Started as root, Mosquitto drops to the `mosquitto` user, which must be able to write its
         // persistence file here.
         {
@@ -65,13 +77,8 @@ impl Mosquitto {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
                 .expect("open the broker's directory");
         }
-        std::fs::write(
-            dir.path().join("mosquitto.conf"),
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n{extra}"
-            ),
-        )
-        .expect("write mosquitto.conf");
+        std::fs::write(dir.path().join("mosquitto.conf"), make(port, dir.path()))
+            .expect("write mosquitto.conf");
         let mut mosquitto = Mosquitto {
             port,
             child: None,
