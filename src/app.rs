@@ -21,6 +21,7 @@ use crate::event::Event;
 use crate::ingest::{self, Ingest};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
+use crate::retention::Retention;
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{Limits, RuleSet, Services};
 use crate::store::{HistoryReader, Store};
@@ -119,6 +120,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .run(),
     );
     stages.spawn("subscriber", subscriber.run(shutdown.clone(), ingest_done_rx));
+    stages.spawn(
+        "retention",
+        Retention {
+            store: store.clone(),
+            rules: config.database.retention.clone(),
+        }
+        .run(shutdown.clone()),
+    );
 
     shutdown.cancelled().await;
     info!("stopping: committing what was received, sending what rules queued");

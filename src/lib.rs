@@ -13,7 +13,8 @@
 //! - [`ingest`]: batches received messages into the store and acknowledges them after commit.
 //! - [`rules`]: the hardened Rhai engine, the rule API, loading, and the rule thread.
 //! - [`actions`]: performs what rules asked for and records it, with every rule run.
-//! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
+//! - [`store`]: SQLite via sqlx: migrations, batched writes, the outbox, the read-only history.
+//! - [`retention`]: deletes messages older than `database.retention` allows, in small batches.
 //! - [`event`]: what crosses the stages.
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
 //! - [`cli`]: the command line.
@@ -26,5 +27,6 @@ pub mod config;
 pub mod event;
 pub mod ingest;
 pub mod mqtt;
+pub mod retention;
 pub mod rules;
 pub mod store;

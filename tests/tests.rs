@@ -9,6 +9,7 @@ mod database_faults;
 mod end_to_end;
 mod interop;
 mod outage;
+mod retention;
 mod rule_safety;
 mod security;
 mod shutdown;

@@ -120,6 +120,15 @@ pub struct BrokerConfig {
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub path: PathBuf,
+    /// How long messages are kept, by topic: the first matching entry wins, no match keeps forever.
+    pub retention: Vec<Retention>,
+}
+
+/// One retention rule: messages on topics matching `topics` are deleted once older than `keep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub topics: String,
+    pub keep: Duration,
 }
 
 /// The rule scripts and their limits.

@@ -58,6 +58,15 @@ pub struct RawBroker {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDatabase {
     pub path: Option<String>,
+    pub retention: Option<Vec<RawRetention>>,
+}
+
+/// One `database.retention` entry: how long messages on matching topics are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    pub topics: Option<String>,
+    pub keep: Option<String>,
 }
 
 /// `rules:` where the scripts are and how much one run may do.

@@ -9,7 +9,7 @@ use super::raw::{RawConfig, RawMqtt};
 use super::units::{parse_duration, parse_size};
 use super::{
     BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MqttConfig, Problem,
-    RulesConfig, Secret, TlsConfig,
+    Retention, RulesConfig, Secret, TlsConfig,
 };
 
 /// The largest packet MQTT 3.1.1 can carry (its remaining-length limit).
@@ -36,6 +36,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
             &base_dir,
             raw.database.path.as_deref().unwrap_or("data/history.db"),
         ),
+        retention: check.retention(&raw),
     };
     let rules = check.rules(&raw, &base_dir);
     if !check.problems.is_empty() {
@@ -336,6 +337,49 @@ impl Checker<'_> {
             }
             (None, None) => None,
         }
+    }
+
+    fn retention(&mut self, raw: &RawConfig) -> Vec<Retention> {
+        let entries = raw.database.retention.as_deref().unwrap_or_default();
+        let mut retention = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let topics = match &entry.topics {
+                Some(filter) if crate::mqtt::topic::valid_filter(filter) => Some(filter.clone()),
+                Some(filter) => {
+                    self.problem(
+                        "database.retention.topics",
+                        format!("`{filter}` is not a valid MQTT topic filter"),
+                    );
+                    None
+                }
+                None => {
+                    self.problem(
+                        "database.retention",
+                        "each entry needs `topics` (a filter) and `keep` (a duration)",
+                    );
+                    None
+                }
+            };
+            let keep = match entry.keep.as_deref().map(parse_duration) {
+                Some(Ok(keep)) if !keep.is_zero() => Some(keep),
+                Some(Ok(_)) => {
+                    self.problem("database.retention.keep", "must be longer than 0s");
+                    None
+                }
+                Some(Err(e)) => {
+                    self.problem("database.retention.keep", e);
+                    None
+                }
+                None => {
+                    self.problem("database.retention.keep", "missing: how long to keep, e.g. 30d");
+                    None
+                }
+            };
+            if let (Some(topics), Some(keep)) = (topics, keep) {
+                retention.push(Retention { topics, keep });
+            }
+        }
+        retention
     }
 
     fn rules(&mut self, raw: &RawConfig, base_dir: &Path) -> RulesConfig {

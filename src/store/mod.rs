@@ -6,13 +6,15 @@ pub mod audit;
 mod messages;
 pub mod outbox;
 pub mod query;
+mod retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 pub use query::{QueryResult, SqlValue};
@@ -82,7 +84,10 @@ impl Store {
             // FULL: a message is acknowledged to the broker after its commit, so the commit must
             // survive a power cut (a Pi's usual crash), not only a process crash. One fsync per batch.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Takes effect in a new file (before the first table): the retention purge can then give
+            // freed pages back, so the file stops growing once retention is reached.
+            .auto_vacuum(SqliteAutoVacuum::Incremental);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
