@@ -398,10 +398,20 @@ struct Replay {
     awaiting: HashMap<u16, (i64, rumqttc::Publish)>,
     /// Rows delivered, to remove from the outbox.
     done: Vec<i64>,
+    /// A row rumqttc held back because its packet id was still in use (a collision), with that id:
+    /// rumqttc writes it once the id's current holder is acknowledged, out of the window's order.
+    held: Option<(u16, (i64, rumqttc::Publish))>,
 }
 
 impl Replay {
     fn written(&mut self, pkid: u16) {
+        if let Some((held_pkid, row)) = self.held.take() {
+            if held_pkid == pkid {
+                self.awaiting.insert(pkid, row);
+                return;
+            }
+            self.held = Some((held_pkid, row));
+        }
         if let Some((id, publish)) = self.unsent.pop_front() {
             if pkid == 0 {
                 self.done.push(id); // QoS 0: written is all there is
@@ -412,10 +422,11 @@ impl Replay {
     }
 
     /// rumqttc held the row back because its packet id was still in use; it is written (and reported
-    /// as `Outgoing::Publish` with this id) once that id is acknowledged.
+    /// as `Outgoing::Publish` with this id) once that id's holder is acknowledged. A window is smaller
+    /// than rumqttc's in-flight limit, so this needs a broker that acknowledges out of order.
     fn collided(&mut self, pkid: u16) {
         if let Some(row) = self.unsent.pop_front() {
-            self.awaiting.insert(pkid, row);
+            self.held = Some((pkid, row));
         }
     }
 
@@ -426,7 +437,11 @@ impl Replay {
     }
 
     fn window_done(&self) -> bool {
-        self.active && !self.stalled && self.unsent.is_empty() && self.awaiting.is_empty()
+        self.active
+            && !self.stalled
+            && self.unsent.is_empty()
+            && self.awaiting.is_empty()
+            && self.held.is_none()
     }
 
     /// Whether a publish rumqttc returned is one of the window's rows (which stay in the outbox). The
@@ -440,6 +455,71 @@ impl Replay {
                 && row.payload.len() == publish.payload.len()
                 && (row.payload.is_empty() || row.payload.as_ptr() == publish.payload.as_ptr())
         };
-        self.unsent.iter().any(|(_, row)| same(row)) || self.awaiting.values().any(|(_, row)| same(row))
+        self.unsent.iter().any(|(_, row)| same(row))
+            || self.awaiting.values().any(|(_, row)| same(row))
+            || self.held.as_ref().is_some_and(|(_, (_, row))| same(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(replay: &mut Replay, id: i64, level: QoS, payload: &'static [u8]) -> rumqttc::Publish {
+        let publish = rumqttc::Publish::from_bytes("t", level, Bytes::from_static(payload));
+        replay.unsent.push_back((id, publish.clone()));
+        replay.active = true;
+        publish
+    }
+
+    #[test]
+    fn rows_leave_the_window_when_acknowledged_or_written_at_qos_0() {
+        let mut replay = Replay::default();
+        row(&mut replay, 1, QoS::AtLeastOnce, b"a");
+        row(&mut replay, 2, QoS::AtMostOnce, b"b");
+        row(&mut replay, 3, QoS::ExactlyOnce, b"c");
+        replay.written(7);
+        replay.written(0);
+        replay.written(8);
+        assert_eq!(replay.done, [2]);
+        assert!(!replay.window_done());
+        replay.acknowledged(8);
+        replay.acknowledged(99); // not ours: the status publish
+        replay.acknowledged(7);
+        assert_eq!(replay.done, [2, 3, 1]);
+        assert!(replay.window_done());
+    }
+
+    #[test]
+    fn a_row_held_back_by_a_collision_is_paired_when_it_is_written() {
+        let mut replay = Replay::default();
+        row(&mut replay, 1, QoS::AtLeastOnce, b"a");
+        row(&mut replay, 2, QoS::AtLeastOnce, b"b");
+        row(&mut replay, 3, QoS::AtLeastOnce, b"c");
+        replay.written(5); // row 1 holds id 5
+        replay.collided(5); // row 2 must wait for it
+        replay.acknowledged(5); // row 1 acknowledged; rumqttc now writes row 2 as 5
+        replay.written(5);
+        replay.written(6); // row 3
+        assert!(!replay.window_done());
+        replay.acknowledged(6);
+        replay.acknowledged(5);
+        assert_eq!(replay.done, [1, 3, 2]);
+        assert!(replay.window_done());
+    }
+
+    #[test]
+    fn a_row_returned_by_rumqttc_is_recognised_by_its_payload_and_others_are_not() {
+        let mut replay = Replay::default();
+        let ours = row(&mut replay, 1, QoS::AtLeastOnce, b"same");
+        // Equal content, another allocation: a live publish that must be spilled, not dropped.
+        let live = rumqttc::Publish::new("t", QoS::AtLeastOnce, b"same".to_vec());
+        assert!(replay.owns(&ours.clone()));
+        assert!(!replay.owns(&live));
+        replay.written(3);
+        assert!(
+            replay.owns(&ours),
+            "still ours while awaiting its acknowledgement"
+        );
     }
 }
