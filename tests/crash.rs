@@ -21,7 +21,8 @@ async fn sigkill_twice_while_50000_qos1_messages_arrive_loses_none() {
     };
     let setup = Setup::external(broker.port);
     let db = setup.db_path();
-    let mut engine = Process::start(&setup).await;
+    let log = setup.dir.path().join("engine.log");
+    let mut engine = Process::start_logged(&setup, &log).await;
 
     let sender = Client::connect(broker.port, "crash-load").await;
     let publishing = tokio::spawn(async move {
@@ -50,7 +51,7 @@ async fn sigkill_twice_while_50000_qos1_messages_arrive_loses_none() {
         engine.signal("KILL");
         assert_eq!(engine.wait().await, None, "killed by a signal, not exited");
         killed_at.push(stored);
-        engine = Process::spawn(&setup, None);
+        engine = Process::spawn(&setup, Some(&log));
     }
     publishing.await.expect("the publisher finished");
 
