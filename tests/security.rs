@@ -217,6 +217,38 @@ async fn the_embedded_broker_requires_the_configured_login() {
     assert_no_password(&log);
 }
 
+/// rumqttd answers a wrong password by closing the connection, with no CONNACK code: the engine still
+/// says what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_just_closes_on_a_wrong_password_is_reported_as_a_possible_login_problem() {
+    let mut home = Setup::embedded();
+    std::fs::write(home.dir.path().join("mqtt.pass"), PASSWORD).unwrap();
+    home.mqtt_options = "  username: alice\n  password_file: mqtt.pass\n".into();
+    home.probe_login = Some(("alice".into(), PASSWORD.into()));
+    let home_log = home.dir.path().join("engine.log");
+    let broker = Process::start_logged(&home, &home_log).await;
+
+    let mut guest = Setup::external(home.port);
+    guest.client_id = "guest".into();
+    guest.mqtt_options = "  username: alice\n  password_env: HW_TEST_GUEST_PASSWORD\n".into();
+    guest.env = vec![("HW_TEST_GUEST_PASSWORD".into(), WRONG_PASSWORD.into())];
+    guest.log_level = Some("trace".into());
+    let log = guest.dir.path().join("engine.log");
+    let engine = Process::spawn(&guest, Some(&log));
+    let closed = log_line(&log, "closed the connection before accepting it").await;
+    eprintln!("rumqttd and a wrong password: {closed}");
+    assert!(
+        closed.contains("check mqtt.username and the password"),
+        "{closed}"
+    );
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
+    broker.signal("TERM");
+    assert_eq!(broker.wait().await, Some(0));
+    assert_no_password(&log);
+    assert_no_password(&home_log);
+}
+
 #[test]
 fn tls_settings_are_checked_when_the_config_is_loaded() {
     let dir = tempfile::tempdir().unwrap();
