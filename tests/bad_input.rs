@@ -207,3 +207,37 @@ async fn a_topic_starting_with_a_non_ascii_letter_reaches_its_rule() {
     assert_eq!(&client.next_on("oil/seen", WAIT).await.payload[..], b"tank");
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_publish_above_max_packet_size_is_refused_and_the_connection_stays_up() {
+    let setup = Setup::embedded().rule(
+        "big",
+        r#"on_message("make/big", |msg| {
+               let big = "x";
+               big.pad(2 * 1024 * 1024, "x");
+               publish("big/out", big);
+               publish("small/out", "ok");
+           });"#,
+    );
+    let db = setup.db_path();
+    let log = setup.dir.path().join("engine.log");
+    let engine = Process::start_logged(&setup, &log).await;
+    let client = Client::connect(setup.port, "big-maker").await;
+    client.subscribe("small/out").await;
+    client.publish("make/big", "", QoS::AtLeastOnce, false).await;
+    assert_eq!(&client.next_on("small/out", WAIT).await.payload[..], b"ok");
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused = text
+        .lines()
+        .find(|l| l.contains("larger than mqtt.max_packet_size"))
+        .unwrap_or_else(|| panic!("not refused:\n{text}"));
+    eprintln!("oversize publish: {refused}");
+    assert!(
+        refused.contains("`big/out`") && refused.contains("rule=big"),
+        "{refused}"
+    );
+    assert!(!text.contains("connection lost"), "{text}");
+    assert_eq!(count(&db, "SELECT count(*) FROM outbox").await, 0);
+}

@@ -60,8 +60,9 @@ const OUTBOX_ATTEMPTS: u32 = 5;
 /// Pause between those attempts.
 const OUTBOX_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// Bytes of a PUBLISH packet besides topic and payload (fixed header, topic length, packet id).
-const PUBLISH_OVERHEAD: usize = 8;
+/// Most bytes of a PUBLISH packet besides topic and payload: packet type, remaining length (up to 4),
+/// topic length, packet id. rumqttc refuses a packet above `max_packet_size` by failing the connection.
+const PUBLISH_OVERHEAD: usize = 9;
 
 /// Status payloads on `<base_topic>/status`.
 const ONLINE: &str = "online";
