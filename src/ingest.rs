@@ -88,7 +88,9 @@ impl Ingest {
                     }
                     return true;
                 }
-                Err(e) if stopping && attempts >= ATTEMPTS_WHEN_STOPPING => {
+                // The input closes when the engine stops: a fault that outlasts the stop must not hold
+                // it up, since the broker keeps what is not acknowledged.
+                Err(e) if (stopping || self.input.is_closed()) && attempts >= ATTEMPTS_WHEN_STOPPING => {
                     error!(
                         "cannot store {} messages while stopping: {e}; they were not acknowledged and the broker will redeliver them",
                         batch.len()

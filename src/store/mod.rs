@@ -10,6 +10,9 @@ mod retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -115,6 +118,25 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Returns `result`; when it is an error, the writer connection is closed instead of going back to the
+/// pool, and the next write opens a fresh one.
+///
+/// Why: after SQLITE_FULL or an I/O error, SQLite may already have rolled the transaction back by
+/// itself. sqlx's ROLLBACK then fails, which leaves sqlx's transaction depth at 1, so its next `begin`
+/// issues a SAVEPOINT instead of BEGIN; a later failed attempt's `ROLLBACK TO` leaves a real transaction
+/// open, and the next "commit" only releases a savepoint inside it. A batch reported as committed (and
+/// so acknowledged to the broker) was then lost when the connection closed: found by
+/// `tests/database_faults.rs` on a full disk. A fresh connection has no such state.
+pub(super) fn discard_on_error<T>(
+    conn: &mut PoolConnection<Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result
 }
 
 /// A read-only view of the history: writes, ATTACH and extension loading are refused by SQLite itself.

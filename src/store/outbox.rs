@@ -3,9 +3,10 @@
 //! [`crate::mqtt::publisher`] for when rows are written and removed.
 
 use bytes::Bytes;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, discard_on_error};
 use crate::event::now_millis;
 
 /// Rows per INSERT or DELETE statement: far below SQLite's bind limit (5 values a row).
@@ -26,22 +27,9 @@ impl Store {
         if publishes.is_empty() {
             return Ok(());
         }
-        let ts = now_millis();
-        let mut tx = self.pool.begin().await?;
-        for chunk in publishes.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO outbox (ts, topic, payload, qos, retain) ");
-            insert.push_values(chunk, |mut row, p| {
-                row.push_bind(ts)
-                    .push_bind(p.topic.as_str())
-                    .push_bind(&p.payload[..])
-                    .push_bind(i64::from(p.qos))
-                    .push_bind(p.retain);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let result = push(&mut conn, publishes).await;
+        discard_on_error(&mut conn, result)
     }
 
     /// Up to `limit` outbox rows with an id above `after`, oldest first.
@@ -75,17 +63,42 @@ impl Store {
 
     /// Removes delivered rows.
     pub async fn remove_from_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut delete: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
-            let mut list = delete.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            delete.push(")");
-            delete.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let result = remove(&mut conn, ids).await;
+        discard_on_error(&mut conn, result)
     }
+}
+
+async fn push(conn: &mut SqliteConnection, publishes: &[QueuedPublish]) -> Result<(), StoreError> {
+    let ts = now_millis();
+    let mut tx = conn.begin().await?;
+    for chunk in publishes.chunks(ROWS_PER_STATEMENT) {
+        let mut insert: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO outbox (ts, topic, payload, qos, retain) ");
+        insert.push_values(chunk, |mut row, p| {
+            row.push_bind(ts)
+                .push_bind(p.topic.as_str())
+                .push_bind(&p.payload[..])
+                .push_bind(i64::from(p.qos))
+                .push_bind(p.retain);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn remove(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut delete: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
+        let mut list = delete.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        delete.push(")");
+        delete.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
