@@ -23,6 +23,7 @@ use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{Limits, RuleSet, Services};
+use crate::scheduler::Clock;
 use crate::store::{HistoryReader, Store};
 use crate::{broker, store};
 
@@ -47,10 +48,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
-    let stored = store.load_kv().await?;
+    let persisted = store.load_persisted().await?;
     info!(database = %config.database.path.display(), "history opened");
 
-    let (rules_tx, rules_rx) = mpsc::channel(worker::INPUT_CAPACITY);
+    let (rules_tx, rules_rx) = flume::bounded(worker::INPUT_CAPACITY);
     let (ingest_tx, ingest_rx) = mpsc::channel(ingest::CHANNEL_CAPACITY);
     let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
@@ -86,16 +87,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         reader,
         runtime: tokio::runtime::Handle::current(),
     };
-    let rules = RuleSet::new(limits, Some(services), stored);
+    let rules = RuleSet::new(limits, Some(services), persisted, Clock::Wall, config.location);
+    let (ready_tx, ready_rx) = oneshot::channel();
     let worker = RuleWorker {
         rules_dir: config.rules.dir.clone(),
         rules,
         input: rules_rx,
         output: outputs_tx,
+        ready: Some(ready_tx),
     };
     stages.spawn_thread("rules", move || worker.run())?;
-    // Before any message: on_start triggers run first.
-    let _ = rules_tx.send(Event::Start).await;
+    // Before any message: on_start triggers run first. Ingest starts once the rules are loaded, so an
+    // on_change trigger compares the first new message with the value from before this start.
+    let _ = rules_tx.send_async(Event::Start).await;
+    let _ = ready_rx.await;
 
     let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx);
     stages.spawn(

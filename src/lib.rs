@@ -4,7 +4,8 @@
 //! broker -> mqtt::subscriber -+-> ingest -> store (messages; ack after commit)
 //!                             |
 //!                             +-> rules (Rhai, own thread) -> actions -+-> mqtt::publisher -> broker
-//!                                                                      +-> recorder -> store (audit)
+//!                                  ^                                   +-> recorder -> store (audit)
+//!                   scheduler -----+ (deadlines drained on the rule thread)
 //! ```
 //!
 //! - [`config`]: `homewright.yaml`, raw then validated, every problem at once.
@@ -12,6 +13,8 @@
 //! - [`mqtt`]: the subscriber (ingest source, manual acks) and publisher connections; topic filters.
 //! - [`ingest`]: batches received messages into the store and acknowledges them after commit.
 //! - [`rules`]: the hardened Rhai engine, the rule API, loading, and the rule thread.
+//! - [`scheduler`]: the clock (wall or virtual), the deadline queue, every/cron/sun calendars.
+//! - [`simulation`]: rules on virtual time over a real history file, without a broker.
 //! - [`actions`]: performs what rules asked for and records it, with every rule run.
 //! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
 //! - [`event`]: what crosses the stages.
@@ -27,4 +30,6 @@ pub mod event;
 pub mod ingest;
 pub mod mqtt;
 pub mod rules;
+pub mod scheduler;
+pub mod simulation;
 pub mod store;

@@ -4,6 +4,8 @@ mod support;
 
 mod cli;
 mod end_to_end;
+mod examples;
 mod interop;
 mod rule_safety;
+mod scheduler;
 mod shutdown;

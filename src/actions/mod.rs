@@ -23,17 +23,13 @@ impl Actions {
     /// Performs and records until the rules are done, then publishes `offline` and disconnects.
     pub async fn run(mut self) {
         while let Some(output) = self.input.recv().await {
-            let record = match output {
-                Output::Action { rule, ts, action } => match self.perform(&action).await {
-                    Ok(()) => Record::Action(record_of(&rule, ts, action)),
-                    Err(e) => {
-                        error!(rule = %rule, "{e}");
-                        continue;
-                    }
-                },
-                Output::StoreSet { key, value } => Record::Store { key, value },
-                Output::Run(run) => Record::Run(run),
-            };
+            if let Output::Action { rule, action, .. } = &output
+                && let Err(e) = self.perform(action).await
+            {
+                error!(rule = %rule, "{e}");
+                continue;
+            }
+            let record = Record::of(output);
             if self.recorder.send(record).await.is_err() {
                 error!("the recorder is gone; actions are no longer recorded");
             }
@@ -53,6 +49,24 @@ impl Actions {
                     .publish(topic, payload.clone(), *qos, *retain)
                     .await
             }
+        }
+    }
+}
+
+impl Record {
+    /// The audit row for an output (for an action: once it was performed).
+    pub fn of(output: Output) -> Record {
+        match output {
+            Output::Action { rule, ts, action } => Record::Action(record_of(&rule, ts, action)),
+            Output::StoreSet { key, value } => Record::Store { key, value },
+            Output::Run(run) => Record::Run(run),
+            Output::TimerSet(timer) => Record::TimerSet(timer),
+            Output::TimerDone { id } => Record::TimerDone(id),
+            Output::TriggerRan { rule, trigger, ts } => Record::TriggerRan {
+                rule: rule.to_string(),
+                trigger,
+                ts,
+            },
         }
     }
 }

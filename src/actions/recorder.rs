@@ -8,8 +8,9 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::event::RuleRun;
+use crate::event::TimerRecord;
 use crate::store::Store;
-use crate::store::audit::{ActionRecord, AuditBatch};
+use crate::store::audit::{ActionRecord, AuditBatch, TimerOp};
 
 /// Records waiting for the recorder; when full, the actions stage waits.
 pub const CHANNEL_CAPACITY: usize = 4_096;
@@ -28,6 +29,9 @@ pub enum Record {
     Action(ActionRecord),
     Run(RuleRun),
     Store { key: String, value: String },
+    TimerSet(TimerRecord),
+    TimerDone(i64),
+    TriggerRan { rule: String, trigger: String, ts: i64 },
 }
 
 /// The recorder stage. Ends when its input closes, after writing what it holds.
@@ -92,12 +96,19 @@ impl Recorder {
     }
 }
 
-fn add(batch: &mut AuditBatch, record: Record) {
+/// Adds one record to a batch.
+pub fn add(batch: &mut AuditBatch, record: Record) {
     match record {
         Record::Action(action) => batch.actions.push(action),
         Record::Run(run) => batch.runs.push(run),
         Record::Store { key, value } => {
             batch.store.insert(key, value);
+        }
+        Record::TimerSet(timer) => batch.timers.push(TimerOp::Set(timer)),
+        Record::TimerDone(id) => batch.timers.push(TimerOp::Done(id)),
+        Record::TriggerRan { rule, trigger, ts } => {
+            let last = batch.trigger_runs.entry((rule, trigger)).or_insert(ts);
+            *last = (*last).max(ts);
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub database: DatabaseConfig,
     pub rules: RulesConfig,
+    /// Where the house is, and its time zone (the system's when not configured).
+    pub location: crate::scheduler::Location,
 }
 
 /// How the engine talks to the broker.

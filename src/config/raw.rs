@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub broker: RawBroker,
     pub database: RawDatabase,
     pub rules: RawRules,
+    pub location: RawLocation,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
@@ -48,6 +49,15 @@ pub struct RawBroker {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDatabase {
     pub path: Option<String>,
+}
+
+/// `location:` for sunrise/sunset and local time.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLocation {
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub timezone: Option<String>,
 }
 
 /// `rules:` where the scripts are and how much one run may do.

@@ -10,6 +10,8 @@ use super::units::{parse_duration, parse_size};
 use super::{
     BrokerConfig, Config, ConfigError, Credentials, DatabaseConfig, MqttConfig, Problem, RulesConfig, Secret,
 };
+use crate::scheduler::Location;
+use crate::scheduler::spec::system_timezone;
 
 /// The largest packet MQTT 3.1.1 can carry (its remaining-length limit).
 const MQTT_MAX_PACKET: u64 = 268_435_455;
@@ -37,6 +39,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         ),
     };
     let rules = check.rules(&raw, &base_dir);
+    let location = check.location(&raw);
     if !check.problems.is_empty() {
         return Err(ConfigError::Invalid(check.problems));
     }
@@ -46,6 +49,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         broker,
         database,
         rules,
+        location,
     })
 }
 
@@ -261,6 +265,43 @@ impl Checker<'_> {
         }
     }
 
+    fn location(&mut self, raw: &RawConfig) -> Location {
+        let timezone = match &raw.location.timezone {
+            None => system_timezone(),
+            Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                self.problem(
+                    "location.timezone",
+                    format!("`{name}` is not an IANA time zone (e.g. Europe/Amsterdam)"),
+                );
+                chrono_tz::Tz::UTC
+            }),
+        };
+        let coordinates = match (raw.location.latitude, raw.location.longitude) {
+            (Some(lat), Some(lon)) => {
+                if !(-90.0..=90.0).contains(&lat) {
+                    self.problem("location.latitude", format!("{lat} is outside -90..90"));
+                }
+                if !(-180.0..=180.0).contains(&lon) {
+                    self.problem("location.longitude", format!("{lon} is outside -180..180"));
+                }
+                Some((lat, lon))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("location.longitude", "is needed with location.latitude");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("location.latitude", "is needed with location.longitude");
+                None
+            }
+        };
+        Location {
+            timezone,
+            coordinates,
+        }
+    }
+
     fn rules(&mut self, raw: &RawConfig, base_dir: &Path) -> RulesConfig {
         let max_operations = raw.rules.max_operations.unwrap_or(1_000_000);
         if max_operations == 0 {
@@ -344,6 +385,23 @@ mod tests {
             errors,
             vec![
                 "/etc/hw/homewright.yaml:3:3: mqtt.password_env: the environment variable HOMEWRIGHT_TEST_UNSET_VAR is not set"
+            ]
+        );
+    }
+
+    #[test]
+    fn location_is_validated() {
+        let config =
+            parse("location:\n  latitude: 52.37\n  longitude: 4.89\n  timezone: Europe/Amsterdam\n").unwrap();
+        assert_eq!(config.location.timezone, chrono_tz::Europe::Amsterdam);
+        assert_eq!(config.location.coordinates, Some((52.37, 4.89)));
+        let errors =
+            parse("location:\n  latitude: 95\n  longitude: 4.89\n  timezone: Mars/Olympus\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "/etc/hw/homewright.yaml:4:3: location.timezone: `Mars/Olympus` is not an IANA time zone (e.g. Europe/Amsterdam)",
+                "/etc/hw/homewright.yaml:2:3: location.latitude: 95 is outside -90..90",
             ]
         );
     }

@@ -72,7 +72,7 @@ impl Subscriber {
     pub fn new(
         config: &MqttConfig,
         to_ingest: mpsc::Sender<Incoming>,
-        to_rules: mpsc::Sender<Event>,
+        to_rules: flume::Sender<Event>,
     ) -> (Subscriber, Acker) {
         let mut mqtt_options = options(config, config.client_id.clone());
         mqtt_options.set_manual_acks(true);
@@ -194,7 +194,7 @@ impl Subscriber {
 struct Forward {
     ingest: mpsc::Sender<Incoming>,
     /// `None` once the rule thread is gone: storing goes on without rules.
-    rules: Option<mpsc::Sender<Event>>,
+    rules: Option<flume::Sender<Event>>,
 }
 
 impl Forward {
@@ -216,7 +216,7 @@ impl Forward {
         };
         // Rules first: their latency must not include the store's.
         if let Some(rules) = &self.rules
-            && rules.send(Event::Message(message.clone())).await.is_err()
+            && rules.send_async(Event::Message(message.clone())).await.is_err()
         {
             error!("the rule thread is gone; messages are still stored but no rule runs");
             self.rules = None;

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use rhai::{Dynamic, FnPtr};
+use rhai::{Dynamic, FnPtr, Position};
 
-use crate::event::{Action, Message, Output, now_millis};
+use crate::event::{Action, Message, Output};
+use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 
 /// Most actions one run may ask for: a `loop { publish(..) }` is stopped long before it floods the
@@ -19,12 +20,20 @@ use crate::store::{HistoryReader, QueryResult, SqlValue};
 pub const MAX_ACTIONS_PER_RUN: usize = 1_000;
 
 /// What a trigger reacts to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TriggerKind {
     /// `on_message(filter, |msg| ..)`
     Message { filter: String },
     /// `on_start(|| ..)`
     Start,
+    /// `on_change(filter, |old, new| ..)`: a topic's payload differs from its previous one.
+    Change { filter: String },
+    /// `every`, `cron`, `at_sunrise`, `at_sunset`.
+    Timed {
+        name: &'static str,
+        recurrence: Recurrence,
+        catch_up: bool,
+    },
 }
 
 impl TriggerKind {
@@ -33,8 +42,42 @@ impl TriggerKind {
         match self {
             TriggerKind::Message { .. } => "on_message",
             TriggerKind::Start => "on_start",
+            TriggerKind::Change { .. } => "on_change",
+            TriggerKind::Timed { name, .. } => name,
         }
     }
+}
+
+/// The closure of a timer.
+#[derive(Debug, Clone)]
+pub enum Callback {
+    /// Set in this run of the engine.
+    Pointer(FnPtr),
+    /// Restored after a restart: the closure's function by name, with its captured values (Rhai makes
+    /// no pointer to an anonymous function from a name, so it is called as a function).
+    Restored { name: String, captured: Vec<Dynamic> },
+}
+
+impl Callback {
+    /// Calls the closure with no arguments.
+    pub fn call(&self, engine: &rhai::Engine, ast: &rhai::AST) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        match self {
+            Callback::Pointer(pointer) => pointer.call::<Dynamic>(engine, ast, ()),
+            Callback::Restored { name, captured } => {
+                let options = rhai::CallFnOptions::new().eval_ast(false);
+                engine.call_fn_with_options(options, &mut rhai::Scope::new(), ast, name, captured.clone())
+            }
+        }
+    }
+}
+
+/// A pending `after(..)` timer.
+#[derive(Debug, Clone)]
+pub struct OneShot {
+    pub rule: Arc<str>,
+    pub callback: Callback,
+    pub due: i64,
+    pub position: Position,
 }
 
 /// A trigger a rule file registered, with the closure to call.
@@ -70,24 +113,124 @@ struct State {
     actions: usize,
     kv: HashMap<String, Dynamic>,
     recent: HashMap<String, Message>,
+    schedule: Schedule,
+    timers: HashMap<i64, OneShot>,
+    next_timer_id: i64,
 }
 
 /// Shared by every function registered on the engine.
 pub struct Host {
     state: Mutex<State>,
     services: Option<Services>,
+    clock: Clock,
+    location: Location,
 }
 
 impl Host {
     /// A host; without `services` (as in `check`), `sql()` and history lookups are unavailable.
-    pub fn new(services: Option<Services>, kv: HashMap<String, Dynamic>) -> Self {
+    pub fn new(
+        services: Option<Services>,
+        kv: HashMap<String, Dynamic>,
+        clock: Clock,
+        location: Location,
+    ) -> Self {
+        let state = State {
+            kv,
+            next_timer_id: 1,
+            ..State::default()
+        };
         Host {
-            state: Mutex::new(State {
-                kv,
-                ..State::default()
-            }),
+            state: Mutex::new(state),
             services,
+            clock,
+            location,
         }
+    }
+
+    /// The time rules run at.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The configured location and time zone.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The read-only history, where there is one.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.as_ref()
+    }
+
+    /// Queues a recurring trigger's next firing.
+    pub fn schedule(&self, at: i64, due: Due) {
+        self.state().schedule.insert(at, due);
+    }
+
+    /// Forgets the queued recurring triggers of `rule`.
+    pub fn unschedule_rule(&self, rule: &str) {
+        self.state().schedule.remove_rule(rule);
+    }
+
+    /// The earliest deadline in the queue.
+    pub fn next_due(&self) -> Option<i64> {
+        self.state().schedule.next()
+    }
+
+    /// The next entry due at `now`, if any.
+    pub fn pop_due(&self, now: i64) -> Option<(i64, Due)> {
+        self.state().schedule.pop_due(now)
+    }
+
+    /// Sets a one-shot timer of the running rule `delay` ms from now; returns its id and the timer.
+    pub fn add_timer(
+        &self,
+        callback: FnPtr,
+        delay: i64,
+        position: Position,
+    ) -> Result<(i64, OneShot), String> {
+        let due = self.now().saturating_add(delay);
+        let mut state = self.state();
+        let Phase::Running(rule) = &state.phase else {
+            return Err(
+                "after can only be called inside a trigger (use on_start for a timer at start)".into(),
+            );
+        };
+        let timer = OneShot {
+            rule: Arc::clone(rule),
+            callback: Callback::Pointer(callback),
+            due,
+            position,
+        };
+        let id = state.next_timer_id;
+        state.next_timer_id += 1;
+        state.timers.insert(id, timer.clone());
+        state.schedule.insert(due, Due::Timer { id });
+        Ok((id, timer))
+    }
+
+    /// Re-arms a persisted timer under its old id.
+    pub fn restore_timer(&self, id: i64, timer: OneShot) {
+        let mut state = self.state();
+        state.next_timer_id = state.next_timer_id.max(id + 1);
+        state.schedule.insert(timer.due, Due::Timer { id });
+        state.timers.insert(id, timer);
+    }
+
+    /// Makes sure new timers get ids above every persisted one (also those not restored).
+    pub fn reserve_timer_ids(&self, above: i64) {
+        let mut state = self.state();
+        state.next_timer_id = state.next_timer_id.max(above + 1);
+    }
+
+    /// Takes a timer out (it fires now, or it is cancelled); `None` when it is already gone.
+    pub fn take_timer(&self, id: i64) -> Option<OneShot> {
+        self.state().timers.remove(&id)
+    }
+
+    /// Queues an output of the running rule that is not an action (timer bookkeeping).
+    pub fn note(&self, output: Output) {
+        self.state().outputs.push(output);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -165,7 +308,7 @@ impl Host {
         state.actions += 1;
         state.outputs.push(Output::Action {
             rule,
-            ts: now_millis(),
+            ts: self.clock.now(),
             action,
         });
         Ok(())

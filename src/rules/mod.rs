@@ -9,7 +9,9 @@ pub mod api;
 pub mod diagnostic;
 pub mod engine;
 pub mod host;
+mod persist;
 mod set;
+mod timed;
 pub mod worker;
 
 pub use diagnostic::Diagnostic;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Store, StoreError};
-use crate::event::RuleRun;
+use crate::event::{RuleRun, TimerRecord};
 
 /// Rows per INSERT statement (at most 8 values each, far below SQLite's bind limit).
 const ROWS_PER_STATEMENT: usize = 1_000;
@@ -31,12 +31,34 @@ pub struct AuditBatch {
     pub runs: Vec<RuleRun>,
     /// Latest value per key (JSON text); later writes of a key replace earlier ones.
     pub store: HashMap<String, String>,
+    /// Timers set and done, in the order they happened (a timer may be set and done in one batch).
+    pub timers: Vec<TimerOp>,
+    /// Latest run per (rule, trigger) of catch-up triggers.
+    pub trigger_runs: HashMap<(String, String), i64>,
+}
+
+/// A change to the persisted one-shot timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerOp {
+    Set(TimerRecord),
+    Done(i64),
+}
+
+/// What the scheduler needs back at start.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    /// `store_set` values (JSON text).
+    pub kv: HashMap<String, String>,
+    /// Pending one-shot timers, in due order.
+    pub timers: Vec<TimerRecord>,
+    /// Last run per (rule, trigger) of catch-up triggers.
+    pub trigger_runs: HashMap<(String, String), i64>,
 }
 
 impl AuditBatch {
     /// Rows waiting to be written.
     pub fn len(&self) -> usize {
-        self.actions.len() + self.runs.len() + self.store.len()
+        self.actions.len() + self.runs.len() + self.store.len() + self.timers.len() + self.trigger_runs.len()
     }
 
     /// Whether nothing is waiting.
@@ -66,7 +88,7 @@ impl Store {
         }
         for chunk in batch.runs.chunks(ROWS_PER_STATEMENT) {
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO rule_runs (ts, rule, trigger, topic, duration_us, error, actions) ",
+                "INSERT INTO rule_runs (ts, rule, trigger, topic, duration_us, error, actions, late) ",
             );
             insert.push_values(chunk, |mut row, r| {
                 row.push_bind(r.ts)
@@ -75,7 +97,8 @@ impl Store {
                     .push_bind(r.topic.as_deref())
                     .push_bind(r.duration_us)
                     .push_bind(r.error.as_deref())
-                    .push_bind(r.actions);
+                    .push_bind(r.actions)
+                    .push_bind(r.late);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -86,8 +109,66 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        for op in &batch.timers {
+            match op {
+                TimerOp::Set(t) => sqlx::query(
+                    "INSERT OR REPLACE INTO timers (id, rule, callback, captured, due, position) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(t.id)
+                .bind(&t.rule)
+                .bind(&t.callback)
+                .bind(t.captured.as_deref())
+                .bind(t.due)
+                .bind(&t.position),
+                TimerOp::Done(id) => sqlx::query("DELETE FROM timers WHERE id = ?").bind(*id),
+            }
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((rule, trigger), ts) in &batch.trigger_runs {
+            sqlx::query(
+                "INSERT INTO trigger_runs (rule, trigger, last_run) VALUES (?, ?, ?) \
+                 ON CONFLICT (rule, trigger) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
+            )
+            .bind(rule)
+            .bind(trigger)
+            .bind(ts)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Everything the rules persisted: `store_set` values, pending timers, catch-up trigger runs.
+    pub async fn load_persisted(&self) -> Result<Persisted, StoreError> {
+        let timers =
+            sqlx::query("SELECT id, rule, callback, captured, due, position FROM timers ORDER BY due, id")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(TimerRecord {
+                        id: row.try_get(0)?,
+                        rule: row.try_get(1)?,
+                        callback: row.try_get(2)?,
+                        captured: row.try_get(3)?,
+                        due: row.try_get(4)?,
+                        position: row.try_get(5)?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+        let trigger_runs = sqlx::query("SELECT rule, trigger, last_run FROM trigger_runs")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Persisted {
+            kv: self.load_kv().await?,
+            timers,
+            trigger_runs,
+        })
     }
 
     /// Everything `store_set` persisted, as JSON text per key.

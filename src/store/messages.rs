@@ -34,6 +34,14 @@ impl Store {
 }
 
 impl HistoryReader {
+    /// The newest stored message of every topic.
+    pub async fn latest_all(&self) -> Result<Vec<Message>, StoreError> {
+        let rows = sqlx::query("SELECT ts, topic, CAST(payload AS BLOB), qos, retain FROM latest")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(message_of).collect()
+    }
+
     /// The newest stored message on `topic`, if any.
     pub async fn latest(&self, topic: &str) -> Result<Option<Message>, StoreError> {
         let row =
@@ -41,14 +49,17 @@ impl HistoryReader {
                 .bind(topic)
                 .fetch_optional(&self.pool)
                 .await?;
-        let Some(row) = row else { return Ok(None) };
-        let payload: Vec<u8> = row.try_get(2)?;
-        Ok(Some(Message {
-            ts: row.try_get(0)?,
-            topic: row.try_get(1)?,
-            payload: Bytes::from(payload),
-            qos: u8::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-            retain: row.try_get(4)?,
-        }))
+        row.as_ref().map(message_of).transpose()
     }
+}
+
+fn message_of(row: &sqlx::sqlite::SqliteRow) -> Result<Message, StoreError> {
+    let payload: Vec<u8> = row.try_get(2)?;
+    Ok(Message {
+        ts: row.try_get(0)?,
+        topic: row.try_get(1)?,
+        payload: Bytes::from(payload),
+        qos: u8::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+        retain: row.try_get(4)?,
+    })
 }

@@ -4,6 +4,7 @@
 mod actions;
 mod message;
 mod state;
+mod timers;
 mod triggers;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Deadline>)
     triggers::register(engine, host);
     actions::register(engine, host);
     state::register(engine, host, deadline);
+    timers::register(engine, host);
 }
 
 /// A runtime error at the position of the call being made.

@@ -1,0 +1,165 @@
+//! Rules on virtual time, with a real history file and no broker: what scheduler tests, and later
+//! `homewright test` and `replay`, drive. Messages go into the history as ingest would store them,
+//! outputs are recorded as the actions stage would record them (but nothing is published), and time
+//! moves only when the driver moves it.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::actions::recorder;
+use crate::actions::recorder::Record;
+use crate::event::{Action, Event, Message, Output, RuleRun};
+use crate::rules::{Diagnostic, Limits, RuleSet, Services};
+use crate::scheduler::{Clock, Location};
+use crate::store::audit::AuditBatch;
+use crate::store::{HistoryReader, Store, StoreError};
+
+/// Why a simulation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the async runtime for the history: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot read the rules directory {dir}: {source}")]
+    Rules { dir: String, source: std::io::Error },
+}
+
+/// A run of the rules on a virtual clock.
+pub struct Simulation {
+    rules: RuleSet,
+    clock: Clock,
+    store: Store,
+    runtime: tokio::runtime::Runtime,
+    log: Vec<Output>,
+    /// Rule files that did not load.
+    pub problems: Vec<Diagnostic>,
+}
+
+impl Simulation {
+    /// Opens (or creates) the history at `db`, loads the rules of `rules_dir` with what an earlier run
+    /// persisted there, and starts them at `start` (unix ms).
+    pub fn start(
+        db: &Path,
+        rules_dir: &Path,
+        location: Location,
+        limits: Limits,
+        start: i64,
+    ) -> Result<Simulation, SimulationError> {
+        // Handle::block_on from the rule side needs a runtime whose drivers run on their own thread.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(SimulationError::Runtime)?;
+        let (store, reader, persisted) = runtime.block_on(async {
+            let store = Store::open(db).await?;
+            let reader = HistoryReader::open(db).await?;
+            let persisted = store.load_persisted().await?;
+            Ok::<_, StoreError>((store, reader, persisted))
+        })?;
+        let clock = Clock::virtual_at(start);
+        let services = Services {
+            reader,
+            runtime: runtime.handle().clone(),
+        };
+        let mut rules = RuleSet::new(limits, Some(services), persisted, clock.clone(), location);
+        let problems = rules
+            .load_dir(rules_dir)
+            .map_err(|source| SimulationError::Rules {
+                dir: rules_dir.display().to_string(),
+                source,
+            })?;
+        let mut simulation = Simulation {
+            rules,
+            clock,
+            store,
+            runtime,
+            log: Vec::new(),
+            problems,
+        };
+        let outputs = simulation.rules.handle(&Event::Start);
+        simulation.record(outputs)?;
+        Ok(simulation)
+    }
+
+    /// The virtual time, unix ms.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// A message arrives now: stored as ingest would, then offered to the rules.
+    pub fn publish(&mut self, topic: &str, payload: impl Into<Bytes>) -> Result<(), StoreError> {
+        let message = Message {
+            ts: self.now(),
+            topic: topic.to_string(),
+            payload: payload.into(),
+            qos: 1,
+            retain: false,
+        };
+        self.runtime.block_on(self.store.insert_messages(&[&message]))?;
+        let outputs = self.rules.handle(&Event::Message(message));
+        self.record(outputs)
+    }
+
+    /// Moves the clock to `at`, running every trigger and timer due on the way at its own time.
+    pub fn advance_to(&mut self, at: i64) -> Result<(), StoreError> {
+        let outputs = self.rules.advance_to(at);
+        self.record(outputs)
+    }
+
+    /// Moves the clock forward by `millis`.
+    pub fn advance(&mut self, millis: i64) -> Result<(), StoreError> {
+        self.advance_to(self.now() + millis)
+    }
+
+    /// Everything the rules produced so far, in order.
+    pub fn outputs(&self) -> &[Output] {
+        &self.log
+    }
+
+    /// What the rules published so far: (virtual time, topic, payload as text).
+    pub fn published(&self) -> Vec<(i64, String, String)> {
+        self.log
+            .iter()
+            .filter_map(|o| match o {
+                Output::Action {
+                    ts,
+                    action: Action::Publish { topic, payload, .. },
+                    ..
+                } => Some((*ts, topic.clone(), String::from_utf8_lossy(payload).into_owned())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The traces of every run so far.
+    pub fn runs(&self) -> Vec<&RuleRun> {
+        self.log
+            .iter()
+            .filter_map(|o| match o {
+                Output::Run(run) => Some(run),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops, as the service would: everything recorded is already in the history.
+    pub fn stop(self) {
+        self.runtime.block_on(self.store.close());
+    }
+
+    /// Writes outputs to the history as the actions stage's recorder would, then keeps them in the log.
+    fn record(&mut self, outputs: Vec<Output>) -> Result<(), StoreError> {
+        let mut batch = AuditBatch::default();
+        for output in &outputs {
+            recorder::add(&mut batch, Record::of(output.clone()));
+        }
+        if !batch.is_empty() {
+            self.runtime.block_on(self.store.write_audit(&batch))?;
+        }
+        self.log.extend(outputs);
+        Ok(())
+    }
+}
