@@ -167,13 +167,14 @@ impl RuleSet {
         for (index, trigger) in rule.triggers.iter().enumerate() {
             if let TriggerKind::Timed { recurrence, .. } = &trigger.kind {
                 match recurrence.next_after(now, self.host.location()) {
-                    Some(at) => self.host.schedule(
-                        at,
-                        Due::Trigger {
+                    Some(at) => {
+                        super::timed::note_polar_gap(&rule.name, recurrence, now, at);
+                        let due = Due::Trigger {
                             rule: Arc::clone(&rule.name),
                             index,
-                        },
-                    ),
+                        };
+                        self.host.schedule(at, due);
+                    }
                     None => {
                         warn!(rule = %rule.name, "{} never fires here (no sunrise or sunset within a year)", recurrence.describe())
                     }

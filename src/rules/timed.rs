@@ -13,7 +13,7 @@ use super::host::{OneShot, TriggerKind};
 use super::persist;
 use super::set::{RuleSet, RunKind};
 use crate::event::Output;
-use crate::scheduler::Due;
+use crate::scheduler::{Due, Recurrence};
 
 impl RuleSet {
     /// At start: `on_start` triggers, then persisted timers, then missed catch-up triggers.
@@ -196,6 +196,7 @@ impl RuleSet {
             .filter(|n| *n > now)
             .or_else(|| recurrence.next_after(now, location));
         if let Some(next) = next {
+            note_polar_gap(&rule.name, recurrence, now, next);
             self.host.schedule(
                 next,
                 Due::Trigger {
@@ -215,6 +216,22 @@ impl RuleSet {
         }
         self.clock.set(target.max(self.clock.now()));
         outputs
+    }
+}
+
+/// Logs, once per gap, that a sun trigger skips days because the sun does not rise or set there.
+pub(super) fn note_polar_gap(rule: &str, recurrence: &Recurrence, now: i64, next: i64) {
+    const DAY: i64 = 86_400_000;
+    if matches!(recurrence, Recurrence::Sun { .. }) && next - now > 2 * DAY {
+        info!(
+            rule,
+            "{}: no such event here for the next {} days (polar day or night); next at {}",
+            recurrence.describe(),
+            (next - now) / DAY,
+            chrono::DateTime::from_timestamp_millis(next)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        );
     }
 }
 
