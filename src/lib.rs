@@ -14,6 +14,7 @@
 //! - [`ingest`]: batches received messages into the store and acknowledges them after commit.
 //! - [`rules`]: the hardened Rhai engine, the rule API, loading, and the rule thread.
 //! - [`scheduler`]: the clock (wall or virtual), the deadline queue, every/cron/sun calendars.
+//! - [`scenario`]: scenario files for `homewright test`, played on a simulation.
 //! - [`simulation`]: rules on virtual time over a real history file, without a broker.
 //! - [`actions`]: performs what rules asked for and records it, with every rule run.
 //! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
@@ -30,6 +31,7 @@ pub mod event;
 pub mod ingest;
 pub mod mqtt;
 pub mod rules;
+pub mod scenario;
 pub mod scheduler;
 pub mod simulation;
 pub mod store;

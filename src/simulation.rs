@@ -26,6 +26,15 @@ pub enum SimulationError {
     Rules { dir: String, source: std::io::Error },
 }
 
+/// Which rule files a simulation loads.
+#[derive(Debug, Clone, Copy)]
+pub enum RuleSource<'a> {
+    /// Every `*.rhai` of a directory.
+    Dir(&'a Path),
+    /// These files.
+    Files(&'a [std::path::PathBuf]),
+}
+
 /// A run of the rules on a virtual clock.
 pub struct Simulation {
     rules: RuleSet,
@@ -47,6 +56,19 @@ impl Simulation {
         limits: Limits,
         start: i64,
     ) -> Result<Simulation, SimulationError> {
+        Simulation::start_with(db, RuleSource::Dir(rules_dir), location, limits, start, false)
+    }
+
+    /// Like [`Simulation::start`], with the rule files chosen one by one, and optionally a scratch
+    /// history (no fsyncs: for scenario tests and replay, where nothing must survive).
+    pub fn start_with(
+        db: &Path,
+        source: RuleSource<'_>,
+        location: Location,
+        limits: Limits,
+        start: i64,
+        scratch: bool,
+    ) -> Result<Simulation, SimulationError> {
         // Handle::block_on from the rule side needs a runtime whose drivers run on their own thread.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -54,7 +76,11 @@ impl Simulation {
             .build()
             .map_err(SimulationError::Runtime)?;
         let (store, reader, persisted) = runtime.block_on(async {
-            let store = Store::open(db).await?;
+            let store = if scratch {
+                Store::open_scratch(db).await?
+            } else {
+                Store::open(db).await?
+            };
             let reader = HistoryReader::open(db).await?;
             let persisted = store.load_persisted().await?;
             Ok::<_, StoreError>((store, reader, persisted))
@@ -65,12 +91,13 @@ impl Simulation {
             runtime: runtime.handle().clone(),
         };
         let mut rules = RuleSet::new(limits, Some(services), persisted, clock.clone(), location);
-        let problems = rules
-            .load_dir(rules_dir)
-            .map_err(|source| SimulationError::Rules {
-                dir: rules_dir.display().to_string(),
+        let problems = match source {
+            RuleSource::Dir(dir) => rules.load_dir(dir).map_err(|source| SimulationError::Rules {
+                dir: dir.display().to_string(),
                 source,
-            })?;
+            })?,
+            RuleSource::Files(files) => files.iter().filter_map(|f| rules.load_file(f).err()).collect(),
+        };
         let mut simulation = Simulation {
             rules,
             clock,
@@ -98,9 +125,25 @@ impl Simulation {
             qos: 1,
             retain: false,
         };
+        self.deliver(message)
+    }
+
+    /// A recorded message arrives at its own time: timers due before it fire first.
+    pub fn deliver(&mut self, message: Message) -> Result<(), StoreError> {
+        self.advance_to(message.ts)?;
         self.runtime.block_on(self.store.insert_messages(&[&message]))?;
         let outputs = self.rules.handle(&Event::Message(message));
         self.record(outputs)
+    }
+
+    /// The value a rule stored under `key` with `store_set`, as JSON.
+    pub fn stored(&self, key: &str) -> Option<serde_json::Value> {
+        self.rules.stored(key)
+    }
+
+    /// The rules that loaded.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
     }
 
     /// Moves the clock to `at`, running every trigger and timer due on the way at its own time.

@@ -7,5 +7,6 @@ mod end_to_end;
 mod examples;
 mod interop;
 mod rule_safety;
+mod scenarios;
 mod scheduler;
 mod shutdown;

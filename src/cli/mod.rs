@@ -5,6 +5,7 @@ mod check;
 mod format;
 mod query;
 mod run;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,14 @@ pub enum Command {
         /// The SQL to run, e.g. "SELECT * FROM latest".
         sql: String,
     },
+    /// Run rule scenarios on virtual time (default: rules/tests/*.yaml); exit 1 on any failure.
+    Test {
+        /// Config file (for rules.dir and location).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Scenario files or directories.
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// Runs the parsed command line and returns the process's exit code.
@@ -60,6 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => check::check(&config, &mut std::io::stdout()),
+        Command::Test { config, paths } => test::test(&config, &paths, &mut std::io::stdout()),
         Command::Query {
             config,
             db,

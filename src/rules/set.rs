@@ -209,6 +209,16 @@ impl RuleSet {
         }
     }
 
+    /// The value persisted under `key` by `store_set`, as JSON.
+    pub fn stored(&self, key: &str) -> Option<serde_json::Value> {
+        let value = self.host.store_get(key);
+        if value.is_unit() {
+            None
+        } else {
+            serde_json::to_value(&value).ok()
+        }
+    }
+
     /// The loaded rules, in load order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

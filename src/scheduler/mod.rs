@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod spec;
+pub mod when;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
