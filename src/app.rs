@@ -19,6 +19,7 @@ use crate::actions::recorder::{self, Recorder};
 use crate::config::Config;
 use crate::event::Event;
 use crate::ingest::{self, Ingest};
+use crate::maintenance::Maintenance;
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::rules::worker::{self, RuleWorker};
@@ -101,6 +102,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // on_change trigger compares the first new message with the value from before this start.
     let _ = rules_tx.send_async(Event::Start).await;
     let _ = ready_rx.await;
+    let watcher = match crate::rules::watch::watch(&config.rules.dir, rules_tx.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            warn!(
+                "cannot watch {} for changes ({e}); edited rules are picked up at the next start",
+                config.rules.dir.display()
+            );
+            None
+        }
+    };
 
     let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx);
     stages.spawn(
@@ -114,8 +125,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .run(),
     );
     stages.spawn("subscriber", subscriber.run(shutdown.clone(), ingest_done_rx));
+    let maintenance = Maintenance {
+        store: store.clone(),
+        rule_runs_keep: config.database.rule_runs_keep,
+    };
+    stages.spawn("maintenance", maintenance.run(shutdown.clone()));
 
     shutdown.cancelled().await;
+    // Its sender is one of the rule thread's inputs: gone, so the rule thread can end.
+    drop(watcher);
     info!("stopping: committing what was received, sending what rules queued");
     stages.wait(SHUTDOWN_TIMEOUT).await;
     store.close().await;

@@ -25,6 +25,8 @@ pub enum Event {
     Start,
     /// A message arrived: matching `on_message` triggers run.
     Message(Message),
+    /// A rule file was created, changed or removed: reload it.
+    RuleFile(std::path::PathBuf),
 }
 
 /// Something a rule asked the outside world to do.

@@ -19,6 +19,7 @@
 //! - [`actions`]: performs what rules asked for and records it, with every rule run.
 //! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
 //! - [`event`]: what crosses the stages.
+//! - [`maintenance`]: purges old rule-run traces in small batches.
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
 //! - [`cli`]: the command line.
 
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod ingest;
+pub mod maintenance;
 pub mod mqtt;
 pub mod rules;
 pub mod scenario;

@@ -4,8 +4,10 @@
 mod check;
 mod format;
 mod query;
+mod replay;
 mod run;
 mod test;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,43 @@ pub enum Command {
         /// The SQL to run, e.g. "SELECT * FROM latest".
         sql: String,
     },
+    /// Replay stored messages through the rules on virtual time and print what they would have done.
+    Replay {
+        /// Config file (rules, location, database).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Start: 2026-11-24, 2026-11-24T18:00, RFC 3339, or a duration ago such as 7d.
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// End (default: now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Output format: table (a line per action) or json (a JSON object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only these rules (file names without .rhai); default: all.
+        rules: Vec<String>,
+    },
+    /// Show a rule's recent runs and the messages that matched it but made it do nothing.
+    Why {
+        /// The rule (file name without .rhai).
+        rule: String,
+        /// Config file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// How far back: a duration ago (24h, 7d) or a time.
+        #[arg(long, value_name = "TIME", default_value = "24h")]
+        since: String,
+        /// Rows per section.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
     /// Run rule scenarios on virtual time (default: rules/tests/*.yaml); exit 1 on any failure.
     Test {
         /// Config file (for rules.dir and location).
@@ -70,6 +109,40 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => check::check(&config, &mut std::io::stdout()),
         Command::Test { config, paths } => test::test(&config, &paths, &mut std::io::stdout()),
+        Command::Replay {
+            config,
+            db,
+            since,
+            until,
+            format,
+            rules,
+        } => {
+            let args = replay::Replay {
+                config: &config,
+                db: db.as_deref(),
+                since: &since,
+                until: until.as_deref(),
+                format,
+                rules: &rules,
+            };
+            replay::replay(args, &mut std::io::stdout())
+        }
+        Command::Why {
+            rule,
+            config,
+            db,
+            since,
+            limit,
+        } => why::why(
+            why::Why {
+                config: &config,
+                db: db.as_deref(),
+                rule: &rule,
+                since: &since,
+                limit,
+            },
+            &mut std::io::stdout(),
+        ),
         Command::Query {
             config,
             db,

@@ -95,6 +95,8 @@ pub struct BrokerConfig {
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub path: PathBuf,
+    /// How long the trace of each rule run is kept.
+    pub rule_runs_keep: Duration,
 }
 
 /// The rule scripts and their limits.

@@ -49,6 +49,8 @@ pub struct RawBroker {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDatabase {
     pub path: Option<String>,
+    /// How long `rule_runs` rows are kept, e.g. `14d`.
+    pub rule_runs_keep: Option<String>,
 }
 
 /// `location:` for sunrise/sunset and local time.

@@ -37,6 +37,11 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
             &base_dir,
             raw.database.path.as_deref().unwrap_or("data/history.db"),
         ),
+        rule_runs_keep: check.duration(
+            "database.rule_runs_keep",
+            raw.database.rule_runs_keep.as_deref(),
+            Duration::from_secs(14 * 86_400),
+        ),
     };
     let rules = check.rules(&raw, &base_dir);
     let location = check.location(&raw);

@@ -223,6 +223,21 @@ impl Host {
         state.next_timer_id = state.next_timer_id.max(above + 1);
     }
 
+    /// Takes out every pending timer of `rule` (it was removed); returns their ids.
+    pub fn take_timers_of(&self, rule: &str) -> Vec<i64> {
+        let mut state = self.state();
+        let ids: Vec<i64> = state
+            .timers
+            .iter()
+            .filter(|(_, t)| &*t.rule == rule)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            state.timers.remove(id);
+        }
+        ids
+    }
+
     /// Takes a timer out (it fires now, or it is cancelled); `None` when it is already gone.
     pub fn take_timer(&self, id: i64) -> Option<OneShot> {
         self.state().timers.remove(&id)

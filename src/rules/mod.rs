@@ -12,6 +12,7 @@ pub mod host;
 mod persist;
 mod set;
 mod timed;
+pub mod watch;
 pub mod worker;
 
 pub use diagnostic::Diagnostic;

@@ -27,12 +27,19 @@ pub struct Rule {
     pub path: PathBuf,
     pub(super) ast: AST,
     pub(super) triggers: Vec<Trigger>,
+    /// The text it was compiled from, to tell a real change from a repeated file event.
+    source: String,
 }
 
 impl Rule {
     /// The triggers the file registered.
     pub fn triggers(&self) -> impl Iterator<Item = &TriggerKind> {
         self.triggers.iter().map(|t| &t.kind)
+    }
+
+    /// The text the rule was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The identity of trigger `index` across restarts: its kind and schedule, numbered among equal ones.
@@ -153,6 +160,7 @@ impl RuleSet {
         let rule = Rule {
             name,
             path: path.to_path_buf(),
+            source: text,
             ast,
             triggers,
         };
@@ -230,6 +238,7 @@ impl RuleSet {
         let mut outputs = Vec::new();
         match event {
             Event::Start => self.start(&mut outputs),
+            Event::RuleFile(path) => self.reload(path, &mut outputs),
             Event::Message(message) => self.message(message, &mut outputs),
         }
         outputs

@@ -242,3 +242,63 @@ fn parse_position(text: &str) -> rhai::Position {
         _ => rhai::Position::NONE,
     }
 }
+
+impl RuleSet {
+    /// Picks up an edited, new or removed rule file while running. A file that no longer compiles keeps
+    /// its last good version running; a removed file's triggers and timers go away. A reloaded rule's
+    /// `on_start` triggers run, since its state starts afresh.
+    pub(super) fn reload(&mut self, path: &std::path::Path, outputs: &mut Vec<Output>) {
+        let name: Arc<str> = path
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+            .into();
+        if !path.exists() {
+            if self.rule(&name).is_some() {
+                self.unload(&name, outputs);
+                info!(rule = %name, "{} was removed: its triggers and timers are gone", path.display());
+            }
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if self.rule(&name).is_some_and(|rule| rule.source() == text) {
+            return; // another event for the same save
+        }
+        match self.load_file(path) {
+            Ok(()) => {
+                info!(rule = %name, "{} reloaded", path.display());
+                if let Some(rule) = self.rule(&name) {
+                    for trigger in rule
+                        .triggers
+                        .iter()
+                        .filter(|t| matches!(t.kind, TriggerKind::Start))
+                    {
+                        let run = RunKind {
+                            name: "on_start",
+                            position: trigger.position,
+                            topic: None,
+                            late: false,
+                        };
+                        self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
+                    }
+                }
+            }
+            Err(problem) => {
+                let kept = if self.rule(&name).is_some() {
+                    "the last good version keeps running"
+                } else {
+                    "it is not loaded"
+                };
+                tracing::error!("{problem} ({kept}){}", problem.snippet());
+            }
+        }
+    }
+
+    fn unload(&mut self, name: &str, outputs: &mut Vec<Output>) {
+        self.rules.retain(|r| &*r.name != name);
+        self.host.unschedule_rule(name);
+        for id in self.host.take_timers_of(name) {
+            outputs.push(Output::TimerDone { id });
+        }
+    }
+}

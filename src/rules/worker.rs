@@ -3,9 +3,10 @@
 //! stage. The same thread drains the scheduler: it waits for the next event or the next deadline,
 //! whichever comes first. It ends when its input closes, after handing over everything.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
@@ -29,6 +30,10 @@ pub const STACK_SIZE: usize = 16 * 1024 * 1024;
 /// when NTP syncs after boot; waking this often keeps timers true to the wall clock anyway.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a rule file must stay unchanged before it is reloaded: one save is often several file
+/// events (write, then close; or a temp file renamed), and a half-written file must not be compiled.
+const RELOAD_SETTLE: Duration = Duration::from_millis(100);
+
 /// The rule thread's work.
 pub struct RuleWorker {
     pub rules_dir: PathBuf,
@@ -45,16 +50,27 @@ impl RuleWorker {
     /// thread.
     pub fn run(mut self) {
         self.load();
+        let mut reloads: HashMap<PathBuf, Instant> = HashMap::new();
         loop {
             let now = self.rules.clock.now();
             let due = self.guarded(|rules| rules.fire_due(now));
             if !self.send(due) {
                 return;
             }
-            let wait = self.rules.next_due().map_or(MAX_WAIT, |at| {
+            if !self.reload_settled(&mut reloads) {
+                return;
+            }
+            let mut wait = self.rules.next_due().map_or(MAX_WAIT, |at| {
                 Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(MAX_WAIT)
             });
+            if let Some(settles) = reloads.values().min() {
+                wait = wait.min(settles.saturating_duration_since(Instant::now()));
+            }
             let event = match self.input.recv_timeout(wait) {
+                Ok(Event::RuleFile(path)) => {
+                    reloads.insert(path, Instant::now() + RELOAD_SETTLE);
+                    continue;
+                }
                 Ok(event) => event,
                 Err(flume::RecvTimeoutError::Timeout) => continue,
                 Err(flume::RecvTimeoutError::Disconnected) => break,
@@ -69,6 +85,24 @@ impl RuleWorker {
             }
         }
         info!("rules stopped");
+    }
+
+    /// Reloads the files whose last change is [`RELOAD_SETTLE`] old. False when the actions stage is gone.
+    fn reload_settled(&mut self, reloads: &mut HashMap<PathBuf, Instant>) -> bool {
+        let now = Instant::now();
+        let settled: Vec<PathBuf> = reloads
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in settled {
+            reloads.remove(&path);
+            let outputs = self.guarded(|rules| rules.handle(&Event::RuleFile(path)));
+            if !self.send(outputs) {
+                return false;
+            }
+        }
+        true
     }
 
     /// A panic in a binding or in Rhai must cost one event, not every rule from now on.

@@ -171,6 +171,18 @@ impl Store {
         })
     }
 
+    /// Deletes up to `batch` rule runs older than `before` (unix ms); returns how many went.
+    pub async fn purge_rule_runs(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM rule_runs WHERE id IN (SELECT id FROM rule_runs WHERE ts < ? ORDER BY id LIMIT ?)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Everything `store_set` persisted, as JSON text per key.
     pub async fn load_kv(&self) -> Result<HashMap<String, String>, StoreError> {
         let rows = sqlx::query("SELECT key, value FROM store")

@@ -34,6 +34,43 @@ impl Store {
 }
 
 impl HistoryReader {
+    /// Up to `limit` messages received in [`since`, `until`) with an id above `after_id`, in arrival
+    /// order, each with its id (to ask for the next page).
+    pub async fn messages_page(
+        &self,
+        since: i64,
+        until: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Message)>, StoreError> {
+        // Start at the first id in range (found through the ts index), then walk ids: arrival order.
+        let rows = sqlx::query(
+            "SELECT ts, topic, CAST(payload AS BLOB), qos, retain, id FROM messages \
+             WHERE id > max(?, (SELECT coalesce(min(id), 0) - 1 FROM messages WHERE ts >= ?)) AND ts >= ? AND ts < ? \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(since)
+        .bind(since)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(5)?, message_of(row)?)))
+            .collect()
+    }
+
+    /// How many messages were received in [`since`, `until`).
+    pub async fn count_messages(&self, since: i64, until: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT count(*) FROM messages WHERE ts >= ? AND ts < ?")
+            .bind(since)
+            .bind(until)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// The newest stored message of every topic.
     pub async fn latest_all(&self) -> Result<Vec<Message>, StoreError> {
         let rows = sqlx::query("SELECT ts, topic, CAST(payload AS BLOB), qos, retain FROM latest")

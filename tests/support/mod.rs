@@ -144,12 +144,21 @@ pub struct Process {
 impl Process {
     /// Starts `homewright run -c CONFIG` and waits until it stores what it receives.
     pub async fn start(setup: &Setup) -> Process {
+        Process::start_with_log(setup, None).await
+    }
+
+    /// Like `start`, with the engine's log written to `log` (to check what it says).
+    pub async fn start_with_log(setup: &Setup, log: Option<&Path>) -> Process {
         let config = setup.write_config();
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_homewright"))
             .args(["run", "-c"])
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start homewright");
         wait_until_ingesting(setup.port, &setup.db_path()).await;
@@ -295,6 +304,20 @@ impl Client {
             .publish_bytes(topic, qos, retain, payload.into())
             .await
             .expect("publish");
+    }
+
+    /// The next message received on `topic` within `timeout`, if one comes.
+    pub async fn try_next_on(&self, topic: &str, timeout: Duration) -> Option<Publish> {
+        let mut received = self.received.lock().await;
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, received.recv()).await {
+                Ok(Some(p)) if p.topic == topic => return Some(p),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
     }
 
     /// The next message received on `topic`, skipping others.
