@@ -16,8 +16,12 @@ use tracing::{info, warn};
 
 use crate::actions::Actions;
 use crate::actions::recorder::{self, Recorder};
+use crate::actions::relays::RelayDriver;
 use crate::config::Config;
 use crate::event::Event;
+use crate::event::now_millis;
+use crate::gpio::model::RelayModel;
+use crate::gpio::{self, RelayBackend};
 use crate::ingest::{self, Ingest};
 use crate::maintenance::Maintenance;
 use crate::mqtt::publisher::Publisher;
@@ -27,6 +31,7 @@ use crate::rules::{Limits, RuleSet, Services};
 use crate::scheduler::Clock;
 use crate::store::{HistoryReader, Store};
 use crate::{broker, store};
+use std::collections::HashMap;
 
 /// How long a stop may take before the supervisor gives up on the stages still running.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,16 +45,60 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("cannot start the rule thread: {0}")]
     RuleThread(std::io::Error),
+    #[error(transparent)]
+    Gpio(#[from] crate::gpio::GpioError),
+}
+
+/// Makes sure relay commands arrive even when `mqtt.subscribe` does not cover them (without a second,
+/// overlapping subscription, which some brokers answer with duplicate deliveries).
+fn subscribe_to_relay_commands(config: &mut Config) {
+    if config.gpio.relays.is_empty() {
+        return;
+    }
+    let base = &config.mqtt.base_topic;
+    for (sample, filter) in [
+        (format!("{base}/relay/x/set"), format!("{base}/relay/+/set")),
+        (
+            format!("{base}/cli/relay/x/set"),
+            format!("{base}/cli/relay/+/set"),
+        ),
+    ] {
+        if !config
+            .mqtt
+            .subscribe
+            .iter()
+            .any(|f| crate::mqtt::topic::matches(&sample, f))
+        {
+            config.mqtt.subscribe.push(filter);
+        }
+    }
 }
 
 /// Runs the engine until `shutdown` is cancelled, then drains every stage.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    run_with(config, shutdown, None).await
+}
+
+/// Like [`run`], with the relays driven by `backend` instead of the configured one (tests keep a handle
+/// on a simulated backend this way).
+pub async fn run_with(
+    mut config: Config,
+    shutdown: CancellationToken,
+    backend: Option<Arc<dyn RelayBackend>>,
+) -> Result<(), StartError> {
     if config.broker.embedded {
         broker::start(config.broker.listen, config.mqtt.max_packet_size)?;
     }
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
     let persisted = store.load_persisted().await?;
+    let relay_start = RelayModel::start_states(&config.gpio, &persisted.relays, now_millis());
+    let levels: HashMap<String, bool> = relay_start.iter().map(|(name, s)| (name.clone(), s.on)).collect();
+    let backend = match backend {
+        Some(backend) => backend,
+        None => gpio::open(&config.gpio, &levels)?,
+    };
+    subscribe_to_relay_commands(&mut config);
     info!(database = %config.database.path.display(), "history opened");
 
     let (rules_tx, rules_rx) = flume::bounded(worker::INPUT_CAPACITY);
@@ -75,6 +124,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             input: outputs_rx,
             publisher: publish_handle,
             recorder: records_tx,
+            relays: RelayDriver {
+                backend,
+                config: config.gpio.clone(),
+                state_prefix: format!("{}/relay/", config.mqtt.base_topic),
+                on: levels,
+            },
         }
         .run(),
     );
@@ -88,7 +143,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         reader,
         runtime: tokio::runtime::Handle::current(),
     };
-    let rules = RuleSet::new(limits, Some(services), persisted, Clock::Wall, config.location);
+    let mut rules = RuleSet::new(limits, Some(services), persisted, Clock::Wall, config.location);
+    rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relay_start);
     let (ready_tx, ready_rx) = oneshot::channel();
     let worker = RuleWorker {
         rules_dir: config.rules.dir.clone(),

@@ -38,6 +38,12 @@ pub enum Action {
         qos: u8,
         retain: bool,
     },
+    /// Drive a relay on or off; `cause` is what asked for it (`rule`, `set_topic`, `max_on`, ...).
+    Relay {
+        name: String,
+        on: bool,
+        cause: &'static str,
+    },
 }
 
 /// What the rule thread hands to the actions stage.
@@ -58,6 +64,11 @@ pub enum Output {
         rule: Arc<str>,
         trigger: String,
         ts: i64,
+    },
+    /// A relay's state changed (or its pending on_for off did): persist it.
+    RelayState {
+        name: String,
+        state: crate::gpio::model::RelayState,
     },
 }
 

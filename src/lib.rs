@@ -17,6 +17,7 @@
 //! - [`scenario`]: scenario files for `homewright test`, played on a simulation.
 //! - [`simulation`]: rules on virtual time over a real history file, without a broker.
 //! - [`actions`]: performs what rules asked for and records it, with every rule run.
+//! - [`gpio`]: relays: the decision model (rule thread) and the rppal or simulated backend (actions).
 //! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
 //! - [`event`]: what crosses the stages.
 //! - [`maintenance`]: purges old rule-run traces in small batches.
@@ -29,6 +30,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod gpio;
 pub mod ingest;
 pub mod maintenance;
 pub mod mqtt;

@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use crate::actions::recorder;
 use crate::actions::recorder::Record;
+use crate::config::gpio::GpioConfig;
 use crate::event::{Action, Event, Message, Output, RuleRun};
+use crate::gpio::model::RelayModel;
 use crate::rules::{Diagnostic, Limits, RuleSet, Services};
 use crate::scheduler::{Clock, Location};
 use crate::store::audit::AuditBatch;
@@ -46,6 +48,36 @@ pub struct Simulation {
     pub problems: Vec<Diagnostic>,
     /// Whether outputs are written to the history (off for replay, which reads only what it prints).
     record_to_history: bool,
+    base_topic: String,
+}
+
+/// What a simulation runs with besides its rules.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub location: Location,
+    pub limits: Limits,
+    /// The relays (driven by no backend: their state is the model's).
+    pub gpio: GpioConfig,
+    /// Where relay state topics live.
+    pub base_topic: String,
+    /// A history without fsyncs, for scenario tests and replay, where nothing must survive.
+    pub scratch: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            location: Location::default(),
+            limits: Limits {
+                max_operations: 1_000_000,
+                timeout: std::time::Duration::from_secs(1),
+                max_string_size: 4 << 20,
+            },
+            gpio: GpioConfig::default(),
+            base_topic: "homewright".into(),
+            scratch: false,
+        }
+    }
 }
 
 impl Simulation {
@@ -58,7 +90,12 @@ impl Simulation {
         limits: Limits,
         start: i64,
     ) -> Result<Simulation, SimulationError> {
-        Simulation::start_with(db, RuleSource::Dir(rules_dir), location, limits, start, false)
+        let options = Options {
+            location,
+            limits,
+            ..Options::default()
+        };
+        Simulation::start_with(db, RuleSource::Dir(rules_dir), options, start)
     }
 
     /// Like [`Simulation::start`], with the rule files chosen one by one, and optionally a scratch
@@ -66,11 +103,16 @@ impl Simulation {
     pub fn start_with(
         db: &Path,
         source: RuleSource<'_>,
-        location: Location,
-        limits: Limits,
+        options: Options,
         start: i64,
-        scratch: bool,
     ) -> Result<Simulation, SimulationError> {
+        let Options {
+            location,
+            limits,
+            gpio,
+            base_topic,
+            scratch,
+        } = options;
         // Handle::block_on from the rule side needs a runtime whose drivers run on their own thread.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -92,7 +134,9 @@ impl Simulation {
             reader,
             runtime: runtime.handle().clone(),
         };
+        let relays = RelayModel::start_states(&gpio, &persisted.relays, start);
         let mut rules = RuleSet::new(limits, Some(services), persisted, clock.clone(), location);
+        rules.set_relays(gpio, &base_topic, relays);
         let problems = match source {
             RuleSource::Dir(dir) => rules.load_dir(dir).map_err(|source| SimulationError::Rules {
                 dir: dir.display().to_string(),
@@ -108,6 +152,7 @@ impl Simulation {
             log: Vec::new(),
             problems,
             record_to_history: true,
+            base_topic,
         };
         let outputs = simulation.rules.handle(&Event::Start);
         simulation.record(outputs)?;
@@ -170,7 +215,8 @@ impl Simulation {
         std::mem::take(&mut self.log)
     }
 
-    /// What the rules published so far: (virtual time, topic, payload as text).
+    /// What the rules published so far: (virtual time, topic, payload as text). A relay switch shows as
+    /// the publish of its state topic, as the actions stage would make it.
     pub fn published(&self) -> Vec<(i64, String, String)> {
         self.log
             .iter()
@@ -180,9 +226,26 @@ impl Simulation {
                     action: Action::Publish { topic, payload, .. },
                     ..
                 } => Some((*ts, topic.clone(), String::from_utf8_lossy(payload).into_owned())),
+                Output::Action {
+                    ts,
+                    action: Action::Relay { name, on, .. },
+                    ..
+                } => {
+                    let state = if *on { "ON" } else { "OFF" };
+                    Some((
+                        *ts,
+                        format!("{}/relay/{name}", self.base_topic),
+                        state.to_string(),
+                    ))
+                }
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether relay `name` is on (`None`: no such relay).
+    pub fn relay_is_on(&self, name: &str) -> Option<bool> {
+        self.rules.relay_is_on(name)
     }
 
     /// The traces of every run so far.

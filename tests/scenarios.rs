@@ -1,10 +1,9 @@
 //! `homewright test`: scenario files as an owner writes them, through the real binary.
 
 use std::path::Path;
-use std::process::Command;
 
 fn homewright(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_homewright"))
+    let output = crate::support::homewright_command()
         .current_dir(dir)
         .args(["--log-level", "warn"])
         .args(args)

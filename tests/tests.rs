@@ -6,6 +6,7 @@ mod cli;
 mod end_to_end;
 mod examples;
 mod interop;
+mod relays;
 mod reload;
 mod rule_safety;
 mod scenarios;

@@ -1,7 +1,6 @@
 //! Traces and replay: `why` explains a rule's runs; `replay` over a recorded history prints the same
 //! actions the live run performed.
 
-use std::process::Command;
 use std::time::Duration;
 
 use homewright::store::SqlValue;
@@ -74,7 +73,7 @@ async fn replaying_a_recorded_history_prints_the_actions_the_live_run_performed(
         .to_rfc3339();
 
     let started = std::time::Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_homewright"))
+    let output = crate::support::homewright_command()
         .current_dir(setup.dir.path())
         .args([
             "--log-level",
@@ -144,7 +143,7 @@ async fn why_lists_a_failed_run_with_its_position_and_a_message_that_matched_but
         (count(&db, "SELECT count(*) FROM rule_runs WHERE rule = 'thermo'").await == 3).then_some(())
     })
     .await;
-    let output = Command::new(env!("CARGO_BIN_EXE_homewright"))
+    let output = crate::support::homewright_command()
         .current_dir(engine.setup.dir.path())
         .args(["why", "thermo"])
         .output()

@@ -28,10 +28,21 @@ const ATTEMPTS_WHEN_STOPPING: u32 = 3;
 pub enum Record {
     Action(ActionRecord),
     Run(RuleRun),
-    Store { key: String, value: String },
+    Store {
+        key: String,
+        value: String,
+    },
     TimerSet(TimerRecord),
     TimerDone(i64),
-    TriggerRan { rule: String, trigger: String, ts: i64 },
+    TriggerRan {
+        rule: String,
+        trigger: String,
+        ts: i64,
+    },
+    RelayState {
+        name: String,
+        state: crate::gpio::model::RelayState,
+    },
 }
 
 /// The recorder stage. Ends when its input closes, after writing what it holds.
@@ -106,6 +117,9 @@ pub fn add(batch: &mut AuditBatch, record: Record) {
         }
         Record::TimerSet(timer) => batch.timers.push(TimerOp::Set(timer)),
         Record::TimerDone(id) => batch.timers.push(TimerOp::Done(id)),
+        Record::RelayState { name, state } => {
+            batch.relays.insert(name, state);
+        }
         Record::TriggerRan { rule, trigger, ts } => {
             let last = batch.trigger_runs.entry((rule, trigger)).or_insert(ts);
             *last = (*last).max(ts);

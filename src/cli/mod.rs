@@ -4,6 +4,7 @@
 mod check;
 mod format;
 mod query;
+mod relay;
 mod replay;
 mod run;
 mod test;
@@ -93,6 +94,17 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Switch a relay through the running service (via its MQTT command topic).
+    Relay {
+        /// The relay's name in gpio.relays.
+        name: String,
+        /// on, off or toggle.
+        #[arg(value_enum)]
+        command: relay::Command,
+        /// Config file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Run rule scenarios on virtual time (default: rules/tests/*.yaml); exit 1 on any failure.
     Test {
         /// Config file (for rules.dir and location).
@@ -109,6 +121,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => check::check(&config, &mut std::io::stdout()),
         Command::Test { config, paths } => test::test(&config, &paths, &mut std::io::stdout()),
+        Command::Relay {
+            name,
+            command,
+            config,
+        } => crate::config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| relay::relay(&c, &name, command)),
         Command::Replay {
             config,
             db,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::format::Format;
@@ -14,7 +15,7 @@ use crate::config::{self, Config};
 use crate::event::{Action, Output, now_millis};
 use crate::rules::{Limits, rule_files};
 use crate::scheduler::when::{format_local, parse_since};
-use crate::simulation::{RuleSource, Simulation};
+use crate::simulation::{Options, RuleSource, Simulation};
 use crate::store::HistoryReader;
 
 /// Messages read from the history at a time: bounded memory on any history size.
@@ -60,13 +61,18 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         timeout: config.rules.timeout,
         max_string_size: 4 * config.mqtt.max_packet_size,
     };
+    let options = Options {
+        location: config.location,
+        limits,
+        gpio: config.gpio.clone(),
+        base_topic: config.mqtt.base_topic.clone(),
+        scratch: true,
+    };
     let mut sim = Simulation::start_with(
         &scratch.path().join("replay.db"),
         RuleSource::Files(&files),
-        config.location,
-        limits,
+        options,
         since,
-        true,
     )?;
     if !sim.problems.is_empty() {
         let problems: Vec<String> = sim.problems.iter().map(|p| p.render()).collect();
@@ -145,19 +151,21 @@ struct Printer<'a, W: Write> {
 impl<W: Write> Printer<'_, W> {
     fn print(&mut self, outputs: Vec<Output>) -> std::io::Result<()> {
         for output in outputs {
-            let Output::Action {
-                rule,
-                ts,
-                action:
-                    Action::Publish {
-                        topic,
-                        payload,
-                        qos,
-                        retain,
-                    },
-            } = output
-            else {
+            let Output::Action { rule, ts, action } = output else {
                 continue;
+            };
+            let (kind, topic, payload, qos, retain) = match action {
+                Action::Publish {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                } => ("publish", topic, payload, qos, retain),
+                // Switches at start only restate what is there; a replay shows what rules changed.
+                Action::Relay { cause: "start", .. } => continue,
+                Action::Relay { name, on, .. } => {
+                    ("relay", name, Bytes::from(if on { "ON" } else { "OFF" }), 1, true)
+                }
             };
             self.actions += 1;
             let payload = String::from_utf8_lossy(&payload);
@@ -165,7 +173,7 @@ impl<W: Write> Printer<'_, W> {
             match self.format {
                 Format::Json => {
                     let line = serde_json::json!({
-                        "time": time, "ts": ts, "rule": &*rule, "kind": "publish",
+                        "time": time, "ts": ts, "rule": &*rule, "kind": kind,
                         "target": topic, "value": payload, "qos": qos, "retain": retain,
                     });
                     writeln!(self.out, "{line}")?;

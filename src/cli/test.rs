@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use crate::config;
 use crate::rules::Limits;
 use crate::scenario::run_scenario;
+use crate::simulation::Options;
 
 pub fn test(config_path: &Path, paths: &[PathBuf], out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
@@ -19,14 +20,20 @@ pub fn test(config_path: &Path, paths: &[PathBuf], out: &mut impl Write) -> anyh
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let limits = Limits {
-        max_operations: config.rules.max_operations,
-        timeout: config.rules.timeout,
-        max_string_size: 4 * config.mqtt.max_packet_size,
+    let options = Options {
+        location: config.location,
+        limits: Limits {
+            max_operations: config.rules.max_operations,
+            timeout: config.rules.timeout,
+            max_string_size: 4 * config.mqtt.max_packet_size,
+        },
+        gpio: config.gpio.clone(),
+        base_topic: config.mqtt.base_topic.clone(),
+        scratch: true,
     };
     let mut failed = 0;
     for file in &files {
-        let outcome = run_scenario(file, &config.rules.dir, config.location, limits);
+        let outcome = run_scenario(file, &config.rules.dir, &options);
         failed += usize::from(outcome.failure.is_some());
         writeln!(out, "{outcome}")?;
     }

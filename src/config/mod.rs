@@ -2,6 +2,7 @@
 //! [`Config`] the rest of the engine uses ([`validate`]). Every problem is reported at once, each with
 //! the key it belongs to and its line, and secrets never reach a log or an error.
 
+pub mod gpio;
 mod locate;
 pub mod raw;
 pub mod units;
@@ -28,6 +29,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Where the house is, and its time zone (the system's when not configured).
     pub location: crate::scheduler::Location,
+    /// Relays on GPIO pins.
+    pub gpio: gpio::GpioConfig,
 }
 
 /// How the engine talks to the broker.

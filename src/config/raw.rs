@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub database: RawDatabase,
     pub rules: RawRules,
     pub location: RawLocation,
+    pub gpio: super::gpio::RawGpio,
+    pub homeassistant: super::gpio::RawHomeAssistant,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.

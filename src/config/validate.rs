@@ -45,6 +45,9 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
     };
     let rules = check.rules(&raw, &base_dir);
     let location = check.location(&raw);
+    let gpio = super::gpio::validate(&raw.gpio, &raw.homeassistant, &mut |key, message| {
+        check.problem(key, message)
+    });
     if !check.problems.is_empty() {
         return Err(ConfigError::Invalid(check.problems));
     }
@@ -55,6 +58,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         database,
         rules,
         location,
+        gpio,
     })
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use rhai::{Dynamic, FnPtr, Position};
 
 use crate::event::{Action, Message, Output};
+use crate::gpio::model::{Cause, Op as RelayOp, RelayModel};
 use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 
@@ -116,6 +117,7 @@ struct State {
     schedule: Schedule,
     timers: HashMap<i64, OneShot>,
     next_timer_id: i64,
+    relays: RelayModel,
 }
 
 /// Shared by every function registered on the engine.
@@ -241,6 +243,66 @@ impl Host {
     /// Takes a timer out (it fires now, or it is cancelled); `None` when it is already gone.
     pub fn take_timer(&self, id: i64) -> Option<OneShot> {
         self.state().timers.remove(&id)
+    }
+
+    /// Sets up the relays (at start, before any rule runs).
+    pub fn set_relays(&self, model: RelayModel) {
+        self.state().relays = model;
+    }
+
+    /// A copy of the relays' model (for reading configuration and states).
+    pub fn relays(&self) -> RelayModel {
+        self.state().relays.clone()
+    }
+
+    /// Whether relay `name` is on; `None` when there is no such relay.
+    pub fn relay_is_on(&self, name: &str) -> Option<bool> {
+        self.state().relays.state(name).map(|s| s.on)
+    }
+
+    /// Applies `op` to relay `name`: queues the switch (if it changes anything), the state to persist and
+    /// the next deadline. Returns whether the relay is on afterwards; `Err` when refused.
+    pub fn switch_relay(&self, name: &str, op: RelayOp, cause: Cause) -> Result<bool, String> {
+        let now = self.now();
+        let mut state = self.state();
+        let rule: Arc<str> = match &state.phase {
+            Phase::Running(rule) if cause == Cause::Rule => Arc::clone(rule),
+            _ => Arc::from(""),
+        };
+        let applied = state.relays.apply(name, op, now)?;
+        if applied.changed {
+            if cause == Cause::Rule {
+                state.actions += 1;
+            }
+            let action = Action::Relay {
+                name: name.to_string(),
+                on: applied.state.on,
+                cause: cause.as_str(),
+            };
+            state.outputs.push(Output::Action {
+                rule,
+                ts: now,
+                action,
+            });
+        }
+        state.outputs.push(Output::RelayState {
+            name: name.to_string(),
+            state: applied.state,
+        });
+        if let Some(at) = applied.deadline {
+            state.schedule.insert(
+                at,
+                Due::Relay {
+                    name: Arc::from(name),
+                },
+            );
+        }
+        Ok(applied.state.on)
+    }
+
+    /// Takes the outputs queued outside a rule run (relay commands, deadlines).
+    pub fn drain_outputs(&self) -> Vec<Output> {
+        std::mem::take(&mut self.state().outputs)
     }
 
     /// Queues an output of the running rule that is not an action (timer bookkeeping).

@@ -86,6 +86,8 @@ pub struct RuleSet {
     timeout: Duration,
     pub(super) rules: Vec<Rule>,
     pub(super) clock: Clock,
+    /// Where the engine's own topics live (relay state and commands).
+    pub(super) base_topic: String,
     /// The previous message of each topic an `on_change` trigger watches.
     previous: HashMap<String, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
@@ -120,6 +122,7 @@ impl RuleSet {
             rules: Vec::new(),
             clock,
             previous: HashMap::new(),
+            base_topic: "homewright".into(),
             persisted,
         }
     }
@@ -246,6 +249,7 @@ impl RuleSet {
 
     fn message(&mut self, message: &Message, outputs: &mut Vec<Output>) {
         self.host.observe(message);
+        self.relay_command(message, outputs);
         let previous = self.previous.get(&message.topic);
         let changed = previous.is_none_or(|p| p.payload != message.payload);
         let old = previous.map_or(Dynamic::UNIT, |p| Dynamic::from(RuleMessage(p.clone())));

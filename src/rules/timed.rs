@@ -18,6 +18,7 @@ use crate::scheduler::{Due, Recurrence};
 impl RuleSet {
     /// At start: `on_start` triggers, then persisted timers, then missed catch-up triggers.
     pub(super) fn start(&mut self, outputs: &mut Vec<Output>) {
+        self.start_relays(outputs);
         for rule in &self.rules {
             for trigger in rule
                 .triggers
@@ -156,6 +157,7 @@ impl RuleSet {
                     }
                     outputs.push(Output::TimerDone { id });
                 }
+                Due::Relay { name } => self.relay_deadline(&name, at, &mut outputs),
             }
         }
         outputs

@@ -9,10 +9,9 @@ use regex::Regex;
 use super::file::{ExpectNotPublished, ExpectPublished, PublishStep, Scenario, Step, yaml_to_json};
 use crate::config::units::parse_duration;
 use crate::event::RuleRun;
-use crate::rules::Limits;
 use crate::scheduler::Location;
 use crate::scheduler::when::{format_local, parse_instant};
-use crate::simulation::{RuleSource, Simulation};
+use crate::simulation::{Options, RuleSource, Simulation};
 
 /// Rule runs shown before a failing step.
 const TRACE_RUNS: usize = 8;
@@ -68,7 +67,7 @@ impl fmt::Display for Outcome {
 }
 
 /// Runs the scenario at `path` with the rules of `rules_dir`.
-pub fn run_scenario(path: &Path, rules_dir: &Path, location: Location, limits: Limits) -> Outcome {
+pub fn run_scenario(path: &Path, rules_dir: &Path, options: &Options) -> Outcome {
     let mut outcome = Outcome {
         path: path.to_path_buf(),
         steps: 0,
@@ -95,7 +94,7 @@ pub fn run_scenario(path: &Path, rules_dir: &Path, location: Location, limits: L
         }
     };
     outcome.steps = scenario.steps.len();
-    match Player::start(&scenario, rules_dir, location, limits) {
+    match Player::start(&scenario, rules_dir, options) {
         Ok(mut player) => {
             let start = player.sim.now();
             outcome.failure = player.play(&scenario.steps);
@@ -116,12 +115,8 @@ struct Player {
 }
 
 impl Player {
-    fn start(
-        scenario: &Scenario,
-        rules_dir: &Path,
-        location: Location,
-        limits: Limits,
-    ) -> Result<Player, String> {
+    fn start(scenario: &Scenario, rules_dir: &Path, options: &Options) -> Result<Player, String> {
+        let location = options.location;
         let start = parse_instant(&scenario.start, location.timezone).map_err(|e| format!("start: {e}"))?;
         let mut files = Vec::new();
         for name in scenario.rule.names() {
@@ -132,13 +127,15 @@ impl Player {
             files.push(file);
         }
         let dir = tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+        let options = Options {
+            scratch: true,
+            ..options.clone()
+        };
         let sim = Simulation::start_with(
             &dir.path().join("scenario.db"),
             RuleSource::Files(&files),
-            location,
-            limits,
+            options,
             start,
-            true,
         )
         .map_err(|e| e.to_string())?;
         if !sim.problems.is_empty() {
@@ -188,9 +185,7 @@ impl Player {
             Step::ExpectPublished(expect) => self.expect_published(expect),
             Step::ExpectNotPublished(expect) => self.expect_not_published(expect),
             Step::ExpectStore(expected) => self.expect_store(expected),
-            Step::ExpectRelay(_) => {
-                Err("relays are not available yet: this engine has no gpio section".into())
-            }
+            Step::ExpectRelay(expected) => self.expect_relay(expected),
         }
     }
 
@@ -277,6 +272,36 @@ impl Player {
                 return Err(format!(
                     "expected store_get(\"{key}\") to be {want}, but it is {have}"
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn expect_relay(&self, expected: &serde_yaml::Mapping) -> Result<(), String> {
+        for (name, state) in expected {
+            let name = name.as_str().unwrap_or_default();
+            let want = match state {
+                serde_yaml::Value::String(s) if s.eq_ignore_ascii_case("on") => true,
+                serde_yaml::Value::String(s) if s.eq_ignore_ascii_case("off") => false,
+                serde_yaml::Value::Bool(b) => *b,
+                other => {
+                    return Err(format!(
+                        "expect_relay: write on or off for {name}, not {}",
+                        yaml_to_json(other)
+                    ));
+                }
+            };
+            let word = |on: bool| if on { "on" } else { "off" };
+            match self.sim.relay_is_on(name) {
+                None => return Err(format!("there is no relay `{name}` in gpio.relays of the config")),
+                Some(on) if on != want => {
+                    return Err(format!(
+                        "expected relay {name} {}, but it is {}",
+                        word(want),
+                        word(on)
+                    ));
+                }
+                Some(_) => {}
             }
         }
         Ok(())

@@ -22,6 +22,8 @@ pub enum Due {
     Trigger { rule: Arc<str>, index: usize },
     /// The one-shot timer `id` (skipped when it was cancelled in the meantime).
     Timer { id: i64 },
+    /// A relay's on_for or max_on deadline (skipped when it is stale).
+    Relay { name: Arc<str> },
 }
 
 /// Deadlines in time order; equal deadlines keep the order they were added in.

@@ -8,6 +8,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Store, StoreError};
 use crate::event::{RuleRun, TimerRecord};
+use crate::gpio::model::RelayState;
 
 /// Rows per INSERT statement (at most 8 values each, far below SQLite's bind limit).
 const ROWS_PER_STATEMENT: usize = 1_000;
@@ -19,6 +20,8 @@ pub struct ActionRecord {
     pub rule: String,
     /// `publish` or `relay`.
     pub kind: &'static str,
+    /// What asked for it: `rule`, or for a relay also `set_topic`, `cli`, `on_for`, `max_on`, ...
+    pub cause: &'static str,
     /// The topic or relay name.
     pub target: String,
     pub value: Bytes,
@@ -35,6 +38,8 @@ pub struct AuditBatch {
     pub timers: Vec<TimerOp>,
     /// Latest run per (rule, trigger) of catch-up triggers.
     pub trigger_runs: HashMap<(String, String), i64>,
+    /// Latest state per relay.
+    pub relays: HashMap<String, RelayState>,
 }
 
 /// A change to the persisted one-shot timers.
@@ -53,12 +58,19 @@ pub struct Persisted {
     pub timers: Vec<TimerRecord>,
     /// Last run per (rule, trigger) of catch-up triggers.
     pub trigger_runs: HashMap<(String, String), i64>,
+    /// Each relay's last state.
+    pub relays: HashMap<String, RelayState>,
 }
 
 impl AuditBatch {
     /// Rows waiting to be written.
     pub fn len(&self) -> usize {
-        self.actions.len() + self.runs.len() + self.store.len() + self.timers.len() + self.trigger_runs.len()
+        self.actions.len()
+            + self.runs.len()
+            + self.store.len()
+            + self.timers.len()
+            + self.trigger_runs.len()
+            + self.relays.len()
     }
 
     /// Whether nothing is waiting.
@@ -73,12 +85,13 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in batch.actions.chunks(ROWS_PER_STATEMENT) {
             let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, value) ");
+                QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, cause, value) ");
             insert.push_values(chunk, |mut row, a| {
                 row.push_bind(a.ts)
                     .push_bind(a.rule.as_str())
                     .push_bind(a.kind)
-                    .push_bind(a.target.as_str());
+                    .push_bind(a.target.as_str())
+                    .push_bind(a.cause);
                 match std::str::from_utf8(&a.value) {
                     Ok(text) => row.push_bind(text),
                     Err(_) => row.push_bind(&a.value[..]),
@@ -136,6 +149,18 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        for (name, state) in &batch.relays {
+            sqlx::query(
+                "INSERT INTO relays (name, is_on, since, off_due) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET is_on = excluded.is_on, since = excluded.since, off_due = excluded.off_due",
+            )
+            .bind(name)
+            .bind(state.on)
+            .bind(state.since)
+            .bind(state.off_due)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -164,10 +189,24 @@ impl Store {
             .iter()
             .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
             .collect::<Result<_, sqlx::Error>>()?;
+        let relays = sqlx::query("SELECT name, is_on, since, off_due FROM relays")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let state = RelayState {
+                    on: row.try_get(1)?,
+                    since: row.try_get(2)?,
+                    off_due: row.try_get(3)?,
+                };
+                Ok((row.try_get(0)?, state))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
         Ok(Persisted {
             kv: self.load_kv().await?,
             timers,
             trigger_runs,
+            relays,
         })
     }
 

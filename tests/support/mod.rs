@@ -37,6 +37,8 @@ pub struct Setup {
     /// Extra lines for the `rules:` section, indented by two spaces.
     pub rules_options: String,
     pub client_id: String,
+    /// More top-level config sections (e.g. `gpio:`), appended as written.
+    pub extra_config: String,
 }
 
 impl Setup {
@@ -65,6 +67,7 @@ impl Setup {
             embedded,
             rules_options: String::new(),
             client_id: format!("hw-test-{port}"),
+            extra_config: String::new(),
         }
     }
 
@@ -86,11 +89,12 @@ impl Setup {
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: history.db\nrules:\n  dir: rules\n{options}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: history.db\nrules:\n  dir: rules\n{options}{extra}",
             port = self.port,
             id = self.client_id,
             embedded = self.embedded,
             options = self.rules_options,
+            extra = self.extra_config,
         );
         let path = self.config_path();
         std::fs::write(&path, text).expect("write config");
@@ -108,9 +112,17 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine and waits until it stores what it receives.
     pub async fn start(setup: Setup) -> Engine {
+        Engine::start_with(setup, None).await
+    }
+
+    /// Like `start`, with the relays driven by `backend`.
+    pub async fn start_with(
+        setup: Setup,
+        backend: Option<Arc<dyn homewright::gpio::RelayBackend>>,
+    ) -> Engine {
         let config = config::load(&setup.write_config()).expect("valid config");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::run(config, shutdown.clone()));
+        let task = tokio::spawn(app::run_with(config, shutdown.clone(), backend));
         let engine = Engine {
             setup,
             shutdown,
@@ -154,7 +166,7 @@ impl Process {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
             None => Stdio::inherit(),
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_homewright"))
+        let child = crate::support::homewright_command()
             .args(["run", "-c"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -338,5 +350,21 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A command running the `homewright` binary under test. Where `HOMEWRIGHT_TEST_RUNNER` is set (as
+/// `scripts/cross-check` sets it to `qemu-aarch64 -L /usr/aarch64-linux-gnu`), the binary runs under it:
+/// a cross-built binary cannot be spawned directly without binfmt_misc.
+pub fn homewright_command() -> Command {
+    let binary = env!("CARGO_BIN_EXE_homewright");
+    match std::env::var("HOMEWRIGHT_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut command = Command::new(words.next().unwrap_or("env"));
+            command.args(words).arg(binary);
+            command
+        }
+        _ => Command::new(binary),
     }
 }

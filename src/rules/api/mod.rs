@@ -3,6 +3,7 @@
 
 mod actions;
 mod message;
+mod relays;
 mod state;
 mod timers;
 mod triggers;
@@ -23,6 +24,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Deadline>)
     actions::register(engine, host);
     state::register(engine, host, deadline);
     timers::register(engine, host);
+    relays::register(engine, host);
 }
 
 /// A runtime error at the position of the call being made.
