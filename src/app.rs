@@ -19,12 +19,13 @@ use crate::actions::recorder::{self, Recorder};
 use crate::config::Config;
 use crate::event::Event;
 use crate::ingest::{self, Ingest};
+use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{Limits, RuleSet, Services};
 use crate::store::{HistoryReader, Store};
-use crate::{broker, store};
+use crate::{broker, notify, store};
 
 /// How long a stop may take before the supervisor gives up on the stages still running.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -38,6 +39,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("cannot start the rule thread: {0}")]
     RuleThread(std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::BindError),
 }
 
 /// Runs the engine until `shutdown` is cancelled, then drains every stage.
@@ -55,6 +58,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
     let (ingest_done_tx, ingest_done_rx) = oneshot::channel();
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &outputs_tx, &records_tx)).await?)
+        }
+        None => None,
+    };
 
     let stages = Stages::default();
     let (publisher, publish_handle) = Publisher::new(&config.mqtt);
@@ -109,13 +118,53 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .run(),
     );
     stages.spawn("subscriber", subscriber.run(shutdown.clone(), ingest_done_rx));
+    if let Some(metrics) = metrics {
+        stages.spawn("metrics", metrics.run(shutdown.clone()));
+    }
+    start_watchdog(&stages, &shutdown);
+    notify::ready(&format!(
+        "ingesting from {}:{}",
+        config.mqtt.host, config.mqtt.port
+    ));
 
     shutdown.cancelled().await;
+    notify::stopping();
     info!("stopping: committing what was received, sending what rules queued");
     stages.wait(SHUTDOWN_TIMEOUT).await;
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The queues between stages, for the metrics endpoint.
+fn queues(
+    rules: &mpsc::Sender<Event>,
+    ingest: &mpsc::Sender<crate::mqtt::subscriber::Incoming>,
+    outputs: &mpsc::Sender<crate::event::Output>,
+    records: &mpsc::Sender<recorder::Record>,
+) -> Queues {
+    let mut queues = Queues::default();
+    queues.watch("rules", rules);
+    queues.watch("ingest", ingest);
+    queues.watch("actions", outputs);
+    queues.watch("recorder", records);
+    queues
+}
+
+/// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs.
+fn start_watchdog(stages: &Stages, shutdown: &CancellationToken) {
+    let expected = stages.names();
+    let running = Arc::clone(&stages.running);
+    let healthy = move || {
+        let running = running.lock().unwrap_or_else(|p| p.into_inner());
+        match expected.iter().find(|name| !running.contains(*name)) {
+            Some(name) => Err(format!("the {name} stage ended on its own")),
+            None => Ok(()),
+        }
+    };
+    if let Some(watchdog) = notify::Watchdog::from_env(healthy) {
+        stages.spawn("watchdog", watchdog.run(shutdown.clone()));
+    }
 }
 
 /// The running stages, by name, so a stop that hangs can say which stage hangs.
@@ -155,6 +204,10 @@ impl Stages {
             done(&running, name);
         });
         Ok(())
+    }
+
+    fn names(&self) -> BTreeSet<&'static str> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn mark_running(&self, name: &'static str) -> Arc<Mutex<BTreeSet<&'static str>>> {

@@ -16,6 +16,9 @@
 //! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
 //! - [`event`]: what crosses the stages.
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
+//! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
+//! - [`notify`]: systemd readiness, watchdog and stopping notifications.
+//! - [`logging`]: log lines for a terminal, the systemd journal, or tools (JSON).
 //! - [`cli`]: the command line.
 
 pub mod actions;
@@ -25,6 +28,9 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod ingest;
+pub mod logging;
+pub mod metrics;
 pub mod mqtt;
+pub mod notify;
 pub mod rules;
 pub mod store;

@@ -9,6 +9,7 @@ use tracing::error;
 
 use self::recorder::Record;
 use crate::event::{Action, Output};
+use crate::metrics::METRICS;
 use crate::mqtt::publisher::PublishHandle;
 use crate::store::audit::ActionRecord;
 
@@ -25,14 +26,21 @@ impl Actions {
         while let Some(output) = self.input.recv().await {
             let record = match output {
                 Output::Action { rule, ts, action } => match self.perform(&action).await {
-                    Ok(()) => Record::Action(record_of(&rule, ts, action)),
+                    Ok(()) => {
+                        METRICS.actions.add(1);
+                        Record::Action(record_of(&rule, ts, action))
+                    }
                     Err(e) => {
+                        METRICS.action_errors.add(1);
                         error!(rule = %rule, "{e}");
                         continue;
                     }
                 },
                 Output::StoreSet { key, value } => Record::Store { key, value },
-                Output::Run(run) => Record::Run(run),
+                Output::Run(run) => {
+                    METRICS.rule_run(&run);
+                    Record::Run(run)
+                }
             };
             if self.recorder.send(record).await.is_err() {
                 error!("the recorder is gone; actions are no longer recorded");

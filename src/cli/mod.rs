@@ -3,6 +3,7 @@
 
 mod check;
 mod format;
+mod init;
 mod query;
 mod run;
 
@@ -20,6 +21,9 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; default: RUST_LOG, else info.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log format: auto (journald under systemd, else text), text, journald or json.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = crate::logging::LogFormat::Auto)]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +57,12 @@ pub enum Command {
         /// The SQL to run, e.g. "SELECT * FROM latest".
         sql: String,
     },
+    /// Start a new setup: write a commented config and a rules directory with an example rule.
+    Init {
+        /// Where to write them (created if missing); existing files are never overwritten.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Runs the parsed command line and returns the process's exit code.
@@ -66,6 +76,7 @@ pub fn run(cli: Cli) -> ExitCode {
             format,
             sql,
         } => query::query(&config, db.as_deref(), format, &sql, &mut std::io::stdout()),
+        Command::Init { dir } => init::init(&dir, &mut std::io::stdout()),
     };
     match result {
         Ok(code) => code,
@@ -74,25 +85,4 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs go to stderr through tracing: colours only on a terminal, so journald gets plain lines.
-pub fn init_tracing(level: Option<&str>) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    // rumqttd logs every client disconnect (and our own port probe) as an error; the engine checks
-    // and reports what matters about its broker itself. RUST_LOG=rumqttd=info brings it back.
-    let default = "info,rumqttd=off";
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default)),
-    }
-    .unwrap_or_else(|_| EnvFilter::new(default));
-    let terminal = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(terminal)
-        .with_target(false)
-        .init();
 }

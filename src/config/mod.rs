@@ -26,6 +26,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub database: DatabaseConfig,
     pub rules: RulesConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// How the engine talks to the broker.
@@ -103,6 +104,13 @@ pub struct RulesConfig {
     pub max_operations: u64,
     /// Wall-clock time one run may take before it is stopped.
     pub timeout: Duration,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served; `None` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Why a config could not be used.

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub broker: RawBroker,
     pub database: RawDatabase,
     pub rules: RawRules,
+    pub metrics: RawMetrics,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
@@ -57,4 +58,11 @@ pub struct RawRules {
     pub dir: Option<String>,
     pub max_operations: Option<u64>,
     pub timeout: Option<String>,
+}
+
+/// `metrics:` the optional Prometheus endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
 }
