@@ -121,11 +121,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     if let Some(metrics) = metrics {
         stages.spawn("metrics", metrics.run(shutdown.clone()));
     }
-    start_watchdog(&stages, &shutdown);
     notify::ready(&format!(
         "ingesting from {}:{}",
         config.mqtt.host, config.mqtt.port
     ));
+    start_watchdog(&stages, &shutdown);
 
     shutdown.cancelled().await;
     notify::stopping();

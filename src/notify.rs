@@ -55,7 +55,9 @@ impl Watchdog {
     /// service manager kills and restarts the service.
     pub async fn run(self, shutdown: CancellationToken) {
         debug!(interval = ?self.interval, "pinging the systemd watchdog");
-        let mut ticks = tokio::time::interval(self.interval);
+        // The first ping one interval after READY, not at once.
+        let start = tokio::time::Instant::now() + self.interval;
+        let mut ticks = tokio::time::interval_at(start, self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -4,6 +4,9 @@ mod support;
 
 mod cli;
 mod end_to_end;
+mod init;
 mod interop;
+mod metrics;
 mod rule_safety;
+mod service;
 mod shutdown;

@@ -37,6 +37,8 @@ pub struct Setup {
     /// Extra lines for the `rules:` section, indented by two spaces.
     pub rules_options: String,
     pub client_id: String,
+    /// Extra top-level sections appended to the config (e.g. `metrics:`).
+    pub extra_config: String,
 }
 
 impl Setup {
@@ -65,6 +67,7 @@ impl Setup {
             embedded,
             rules_options: String::new(),
             client_id: format!("hw-test-{port}"),
+            extra_config: String::new(),
         }
     }
 
@@ -86,11 +89,12 @@ impl Setup {
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: history.db\nrules:\n  dir: rules\n{options}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: history.db\nrules:\n  dir: rules\n{options}{extra}",
             port = self.port,
             id = self.client_id,
             embedded = self.embedded,
             options = self.rules_options,
+            extra = self.extra_config,
         );
         let path = self.config_path();
         std::fs::write(&path, text).expect("write config");
