@@ -7,6 +7,7 @@ mod end_to_end;
 mod init;
 mod interop;
 mod metrics;
+mod packaging;
 mod rule_safety;
 mod service;
 mod shutdown;
