@@ -18,6 +18,7 @@
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
 //! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
+//! - [`plot`]: a topic's history as an SVG/PNG chart or a terminal chart.
 //! - [`logging`]: log lines for a terminal, the systemd journal, or tools (JSON).
 //! - [`cli`]: the command line.
 
@@ -32,5 +33,6 @@ pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
+pub mod plot;
 pub mod rules;
 pub mod store;

@@ -8,6 +8,7 @@ mod init;
 mod interop;
 mod metrics;
 mod packaging;
+mod plot;
 mod rule_safety;
 mod service;
 mod shutdown;

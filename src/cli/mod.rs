@@ -4,6 +4,7 @@
 mod check;
 mod format;
 mod init;
+mod plot;
 mod query;
 mod run;
 
@@ -57,6 +58,26 @@ pub enum Command {
         /// The SQL to run, e.g. "SELECT * FROM latest".
         sql: String,
     },
+    /// Chart a topic's values over time: a file with --out, else text for the terminal.
+    Plot {
+        /// Config file (for database.path).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// The topic, e.g. greenhouse/temperature, or a field of its JSON: TOPIC:$.temperature.
+        topic: String,
+        /// Start: a duration ago (24h, 7d), a date (2026-11-24), a local time (2026-11-24T18:00).
+        #[arg(long, default_value = "24h", value_name = "TIME")]
+        since: String,
+        /// End, written like --since; default: now.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Write an .svg or .png file instead of printing a chart.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Start a new setup: write a commented config and a rules directory with an example rule.
     Init {
         /// Where to write them (created if missing); existing files are never overwritten.
@@ -76,6 +97,24 @@ pub fn run(cli: Cli) -> ExitCode {
             format,
             sql,
         } => query::query(&config, db.as_deref(), format, &sql, &mut std::io::stdout()),
+        Command::Plot {
+            config,
+            db,
+            topic,
+            since,
+            until,
+            out,
+        } => plot::plot(
+            plot::PlotArgs {
+                config: &config,
+                db: db.as_deref(),
+                spec: &topic,
+                since: &since,
+                until: until.as_deref(),
+                out: out.as_deref(),
+            },
+            &mut std::io::stdout(),
+        ),
         Command::Init { dir } => init::init(&dir, &mut std::io::stdout()),
     };
     match result {
