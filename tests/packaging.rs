@@ -40,8 +40,19 @@ fn the_unit_runs_the_packaged_config_as_a_notify_service_that_may_write_only_its
         settings.iter().any(|s| s.starts_with("WatchdogSec=")),
         "no WatchdogSec"
     );
-    // It would hide /dev/gpiomem, and the relays with it.
-    assert!(!settings.iter().any(|s| s.starts_with("PrivateDevices=")));
+    // Each would hide or deny /dev/gpiomem, and the relays with it (ProtectClock= implies a
+    // DeviceAllow=, which closes the device policy).
+    for hides_devices in [
+        "PrivateDevices=",
+        "ProtectClock=",
+        "DeviceAllow=",
+        "DevicePolicy=",
+    ] {
+        assert!(
+            !settings.iter().any(|s| s.starts_with(hides_devices)),
+            "{hides_devices} in the unit"
+        );
+    }
 }
 
 #[test]
