@@ -24,13 +24,14 @@ use crate::gpio::model::RelayModel;
 use crate::gpio::{self, RelayBackend};
 use crate::ingest::{self, Ingest};
 use crate::maintenance::Maintenance;
+use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{Limits, RuleSet, Services};
 use crate::scheduler::Clock;
 use crate::store::{HistoryReader, Store};
-use crate::{broker, store};
+use crate::{broker, notify, store};
 use std::collections::HashMap;
 
 /// How long a stop may take before the supervisor gives up on the stages still running.
@@ -47,6 +48,8 @@ pub enum StartError {
     RuleThread(std::io::Error),
     #[error(transparent)]
     Gpio(#[from] crate::gpio::GpioError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::BindError),
 }
 
 /// Makes sure relay commands arrive even when `mqtt.subscribe` does not cover them (without a second,
@@ -106,6 +109,12 @@ pub async fn run_with(
     let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
     let (ingest_done_tx, ingest_done_rx) = oneshot::channel();
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &outputs_tx, &records_tx)).await?)
+        }
+        None => None,
+    };
 
     let stages = Stages::default();
     let (publisher, publish_handle) = Publisher::new(&config.mqtt);
@@ -187,7 +196,17 @@ pub async fn run_with(
     };
     stages.spawn("maintenance", maintenance.run(shutdown.clone()));
 
+    if let Some(metrics) = metrics {
+        stages.spawn("metrics", metrics.run(shutdown.clone()));
+    }
+    notify::ready(&format!(
+        "ingesting from {}:{}",
+        config.mqtt.host, config.mqtt.port
+    ));
+    start_watchdog(&stages, &shutdown);
+
     shutdown.cancelled().await;
+    notify::stopping();
     // Its sender is one of the rule thread's inputs: gone, so the rule thread can end.
     drop(watcher);
     info!("stopping: committing what was received, sending what rules queued");
@@ -195,6 +214,37 @@ pub async fn run_with(
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The queues between stages, for the metrics endpoint.
+fn queues(
+    rules: &flume::Sender<Event>,
+    ingest: &mpsc::Sender<crate::mqtt::subscriber::Incoming>,
+    outputs: &mpsc::Sender<crate::event::Output>,
+    records: &mpsc::Sender<recorder::Record>,
+) -> Queues {
+    let mut queues = Queues::default();
+    queues.watch_flume("rules", rules);
+    queues.watch("ingest", ingest);
+    queues.watch("actions", outputs);
+    queues.watch("recorder", records);
+    queues
+}
+
+/// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs.
+fn start_watchdog(stages: &Stages, shutdown: &CancellationToken) {
+    let expected = stages.names();
+    let running = Arc::clone(&stages.running);
+    let healthy = move || {
+        let running = running.lock().unwrap_or_else(|p| p.into_inner());
+        match expected.iter().find(|name| !running.contains(*name)) {
+            Some(name) => Err(format!("the {name} stage ended on its own")),
+            None => Ok(()),
+        }
+    };
+    if let Some(watchdog) = notify::Watchdog::from_env(healthy) {
+        stages.spawn("watchdog", watchdog.run(shutdown.clone()));
+    }
 }
 
 /// The running stages, by name, so a stop that hangs can say which stage hangs.
@@ -234,6 +284,10 @@ impl Stages {
             done(&running, name);
         });
         Ok(())
+    }
+
+    fn names(&self) -> BTreeSet<&'static str> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn mark_running(&self, name: &'static str) -> Arc<Mutex<BTreeSet<&'static str>>> {

@@ -80,6 +80,7 @@ impl Ingest {
             attempts += 1;
             match self.store.insert_messages(&messages).await {
                 Ok(()) => {
+                    crate::metrics::METRICS.committed(batch.iter().map(|i| i.message.ts));
                     if attempts > 1 {
                         info!("storing messages works again after {attempts} attempts");
                     }
@@ -93,6 +94,7 @@ impl Ingest {
                     return false;
                 }
                 Err(e) => {
+                    crate::metrics::METRICS.store_errors.add(1);
                     if attempts == 1 {
                         error!(
                             "cannot store {} messages: {e}; not acknowledging them and retrying",

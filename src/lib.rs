@@ -22,6 +22,10 @@
 //! - [`event`]: what crosses the stages.
 //! - [`maintenance`]: purges old rule-run traces in small batches.
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
+//! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
+//! - [`notify`]: systemd readiness, watchdog and stopping notifications.
+//! - [`plot`]: a topic's history as an SVG/PNG chart or a terminal chart.
+//! - [`logging`]: log lines for a terminal, the systemd journal, or tools (JSON).
 //! - [`cli`]: the command line.
 
 pub mod actions;
@@ -32,8 +36,12 @@ pub mod config;
 pub mod event;
 pub mod gpio;
 pub mod ingest;
+pub mod logging;
 pub mod maintenance;
+pub mod metrics;
 pub mod mqtt;
+pub mod notify;
+pub mod plot;
 pub mod rules;
 pub mod scenario;
 pub mod scheduler;

@@ -14,6 +14,7 @@ use self::recorder::Record;
 use self::relays::RelayDriver;
 use crate::event::{Action, Output, now_millis};
 use crate::gpio::model::{Cause, RelayState};
+use crate::metrics::METRICS;
 use crate::mqtt::publisher::PublishHandle;
 use crate::store::audit::ActionRecord;
 
@@ -30,11 +31,17 @@ impl Actions {
     /// disconnects.
     pub async fn run(mut self) {
         while let Some(output) = self.input.recv().await {
-            if let Output::Action { rule, action, .. } = &output
-                && let Err(e) = self.perform(action).await
-            {
-                error!(rule = %rule, "{e}");
-                continue;
+            match &output {
+                Output::Action { rule, action, .. } => match self.perform(action).await {
+                    Ok(()) => METRICS.actions.add(1),
+                    Err(e) => {
+                        METRICS.action_errors.add(1);
+                        error!(rule = %rule, "{e}");
+                        continue;
+                    }
+                },
+                Output::Run(run) => METRICS.rule_run(run),
+                _ => {}
             }
             self.record(Record::of(output)).await;
         }

@@ -3,6 +3,8 @@
 
 mod check;
 mod format;
+mod init;
+mod plot;
 mod query;
 mod relay;
 mod replay;
@@ -24,6 +26,9 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; default: RUST_LOG, else info.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log format: auto (journald under systemd, else text), text, journald or json.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = crate::logging::LogFormat::Auto)]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -113,6 +118,32 @@ pub enum Command {
         /// Scenario files or directories.
         paths: Vec<PathBuf>,
     },
+    /// Chart a topic's values over time: a file with --out, else text for the terminal.
+    Plot {
+        /// Config file (for database.path).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// The topic, e.g. greenhouse/temperature, or a field of its JSON: TOPIC:$.temperature.
+        topic: String,
+        /// Start: a duration ago (24h, 7d), a date (2026-11-24), a local time (2026-11-24T18:00).
+        #[arg(long, default_value = "24h", value_name = "TIME")]
+        since: String,
+        /// End, written like --since; default: now.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Write an .svg or .png file instead of printing a chart.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Start a new setup: write a commented config and a rules directory with an example rule.
+    Init {
+        /// Where to write them (created if missing); existing files are never overwritten.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Runs the parsed command line and returns the process's exit code.
@@ -168,6 +199,25 @@ pub fn run(cli: Cli) -> ExitCode {
             format,
             sql,
         } => query::query(&config, db.as_deref(), format, &sql, &mut std::io::stdout()),
+        Command::Plot {
+            config,
+            db,
+            topic,
+            since,
+            until,
+            out,
+        } => plot::plot(
+            plot::PlotArgs {
+                config: &config,
+                db: db.as_deref(),
+                spec: &topic,
+                since: &since,
+                until: until.as_deref(),
+                out: out.as_deref(),
+            },
+            &mut std::io::stdout(),
+        ),
+        Command::Init { dir } => init::init(&dir, &mut std::io::stdout()),
     };
     match result {
         Ok(code) => code,
@@ -176,25 +226,4 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs go to stderr through tracing: colours only on a terminal, so journald gets plain lines.
-pub fn init_tracing(level: Option<&str>) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    // rumqttd logs every client disconnect (and our own port probe) as an error; the engine checks
-    // and reports what matters about its broker itself. RUST_LOG=rumqttd=info brings it back.
-    let default = "info,rumqttd=off";
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default)),
-    }
-    .unwrap_or_else(|_| EnvFilter::new(default));
-    let terminal = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(terminal)
-        .with_target(false)
-        .init();
 }

@@ -31,6 +31,7 @@ pub struct Config {
     pub location: crate::scheduler::Location,
     /// Relays on GPIO pins.
     pub gpio: gpio::GpioConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// How the engine talks to the broker.
@@ -110,6 +111,13 @@ pub struct RulesConfig {
     pub max_operations: u64,
     /// Wall-clock time one run may take before it is stopped.
     pub timeout: Duration,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served; `None` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Why a config could not be used.

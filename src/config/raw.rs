@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub location: RawLocation,
     pub gpio: super::gpio::RawGpio,
     pub homeassistant: super::gpio::RawHomeAssistant,
+    pub metrics: RawMetrics,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
@@ -71,4 +72,11 @@ pub struct RawRules {
     pub dir: Option<String>,
     pub max_operations: Option<u64>,
     pub timeout: Option<String>,
+}
+
+/// `metrics:` the optional Prometheus endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
 }

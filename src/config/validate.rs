@@ -8,7 +8,8 @@ use super::locate::locate;
 use super::raw::{RawConfig, RawMqtt};
 use super::units::{parse_duration, parse_size};
 use super::{
-    BrokerConfig, Config, ConfigError, Credentials, DatabaseConfig, MqttConfig, Problem, RulesConfig, Secret,
+    BrokerConfig, Config, ConfigError, Credentials, DatabaseConfig, MetricsConfig, MqttConfig, Problem,
+    RulesConfig, Secret,
 };
 use crate::scheduler::Location;
 use crate::scheduler::spec::system_timezone;
@@ -48,6 +49,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let gpio = super::gpio::validate(&raw.gpio, &raw.homeassistant, &mut |key, message| {
         check.problem(key, message)
     });
+    let metrics = check.metrics(&raw);
     if !check.problems.is_empty() {
         return Err(ConfigError::Invalid(check.problems));
     }
@@ -59,6 +61,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         rules,
         location,
         gpio,
+        metrics,
     })
 }
 
@@ -133,6 +136,20 @@ impl Checker<'_> {
             embedded: raw.broker.embedded.unwrap_or(true),
             listen,
         }
+    }
+
+    fn metrics(&mut self, raw: &RawConfig) -> MetricsConfig {
+        let listen = raw.metrics.listen.as_deref().and_then(|listen| {
+            let parsed = listen.parse::<SocketAddr>().ok();
+            if parsed.is_none() {
+                self.problem(
+                    "metrics.listen",
+                    format!("`{listen}` is not an address and port (write it like 127.0.0.1:9184)"),
+                );
+            }
+            parsed
+        });
+        MetricsConfig { listen }
     }
 
     fn mqtt(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> MqttConfig {

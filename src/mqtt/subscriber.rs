@@ -200,6 +200,7 @@ struct Forward {
 impl Forward {
     /// Sends one received message to the rules and to ingest. Returns false when ingest is gone.
     async fn send(&mut self, publish: rumqttc::Publish) -> bool {
+        crate::metrics::METRICS.received.add(1);
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             qos => Some(AckToken {

@@ -37,7 +37,7 @@ pub struct Setup {
     /// Extra lines for the `rules:` section, indented by two spaces.
     pub rules_options: String,
     pub client_id: String,
-    /// More top-level config sections (e.g. `gpio:`), appended as written.
+    /// More top-level config sections (e.g. `gpio:`, `metrics:`), appended as written.
     pub extra_config: String,
 }
 
