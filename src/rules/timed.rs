@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::host::{OneShot, TriggerKind};
 use super::persist;
-use super::set::{RuleSet, RunKind};
+use super::set::{Rule, RuleSet, RunKind};
 use crate::event::Output;
 use crate::scheduler::{Due, Recurrence};
 
@@ -20,22 +20,27 @@ impl RuleSet {
     pub(super) fn start(&mut self, outputs: &mut Vec<Output>) {
         self.start_relays(outputs);
         for rule in &self.rules {
-            for trigger in rule
-                .triggers
-                .iter()
-                .filter(|t| matches!(t.kind, TriggerKind::Start))
-            {
-                let run = RunKind {
-                    name: "on_start",
-                    position: trigger.position,
-                    topic: None,
-                    late: false,
-                };
-                self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
-            }
+            self.run_on_start(rule, outputs);
         }
         self.restore_timers(outputs);
         self.catch_up(outputs);
+    }
+
+    /// Runs the `on_start` triggers of `rule`.
+    fn run_on_start(&self, rule: &Rule, outputs: &mut Vec<Output>) {
+        for trigger in rule
+            .triggers
+            .iter()
+            .filter(|t| matches!(t.kind, TriggerKind::Start))
+        {
+            let run = RunKind {
+                name: "on_start",
+                position: trigger.position,
+                topic: None,
+                late: false,
+            };
+            self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
+        }
     }
 
     fn restore_timers(&mut self, outputs: &mut Vec<Output>) {
@@ -270,19 +275,7 @@ impl RuleSet {
             Ok(()) => {
                 info!(rule = %name, "{} reloaded", path.display());
                 if let Some(rule) = self.rule(&name) {
-                    for trigger in rule
-                        .triggers
-                        .iter()
-                        .filter(|t| matches!(t.kind, TriggerKind::Start))
-                    {
-                        let run = RunKind {
-                            name: "on_start",
-                            position: trigger.position,
-                            topic: None,
-                            late: false,
-                        };
-                        self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
-                    }
+                    self.run_on_start(rule, outputs);
                 }
             }
             Err(problem) => {

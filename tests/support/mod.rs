@@ -368,3 +368,12 @@ pub fn homewright_command() -> Command {
         _ => Command::new(binary),
     }
 }
+
+/// A cell as text, for comparing rows.
+pub fn text(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Text(t) => t.clone(),
+        SqlValue::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
