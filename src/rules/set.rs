@@ -314,7 +314,7 @@ impl RuleSet {
                     diagnostic.message, kind.name
                 );
             }
-            error!("{diagnostic}");
+            error!("{diagnostic}{}", diagnostic.snippet());
             diagnostic.to_string()
         });
         outputs.extend(produced);
