@@ -86,6 +86,9 @@ pub struct RuleSet {
     timeout: Duration,
     pub(super) rules: Vec<Rule>,
     pub(super) clock: Clock,
+    /// The text of each rule file that failed to load last time, so a repeated event for the same broken
+    /// text is not compiled and logged again.
+    pub(super) last_failed: HashMap<String, String>,
     /// Where the engine's own topics live (relay state and commands).
     pub(super) base_topic: String,
     /// The previous message of each topic an `on_change` trigger watches.
@@ -123,6 +126,7 @@ impl RuleSet {
             clock,
             previous: HashMap::new(),
             base_topic: "homewright".into(),
+            last_failed: HashMap::new(),
             persisted,
         }
     }
