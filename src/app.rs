@@ -16,16 +16,24 @@ use tracing::{info, warn};
 
 use crate::actions::Actions;
 use crate::actions::recorder::{self, Recorder};
+use crate::actions::relays::RelayDriver;
 use crate::config::Config;
 use crate::event::Event;
+use crate::event::now_millis;
+use crate::gpio::model::RelayModel;
+use crate::gpio::{self, RelayBackend};
 use crate::ingest::{self, Ingest};
+use crate::maintenance::Maintenance;
+use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::retention::Retention;
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{Limits, RuleSet, Services};
+use crate::scheduler::Clock;
 use crate::store::{HistoryReader, Store};
-use crate::{broker, store};
+use crate::{broker, notify, store};
+use std::collections::HashMap;
 
 /// How long a stop may take before the supervisor gives up on the stages still running.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -41,10 +49,49 @@ pub enum StartError {
     RuleThread(std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::mqtt::TlsError),
+    #[error(transparent)]
+    Gpio(#[from] crate::gpio::GpioError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::BindError),
+}
+
+/// Makes sure relay commands arrive even when `mqtt.subscribe` does not cover them (without a second,
+/// overlapping subscription, which some brokers answer with duplicate deliveries).
+fn subscribe_to_relay_commands(config: &mut Config) {
+    if config.gpio.relays.is_empty() {
+        return;
+    }
+    let base = &config.mqtt.base_topic;
+    for (sample, filter) in [
+        (format!("{base}/relay/x/set"), format!("{base}/relay/+/set")),
+        (
+            format!("{base}/cli/relay/x/set"),
+            format!("{base}/cli/relay/+/set"),
+        ),
+    ] {
+        if !config
+            .mqtt
+            .subscribe
+            .iter()
+            .any(|f| crate::mqtt::topic::matches(&sample, f))
+        {
+            config.mqtt.subscribe.push(filter);
+        }
+    }
 }
 
 /// Runs the engine until `shutdown` is cancelled, then drains every stage.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    run_with(config, shutdown, None).await
+}
+
+/// Like [`run`], with the relays driven by `backend` instead of the configured one (tests keep a handle
+/// on a simulated backend this way).
+pub async fn run_with(
+    mut config: Config,
+    shutdown: CancellationToken,
+    backend: Option<Arc<dyn RelayBackend>>,
+) -> Result<(), StartError> {
     if config.broker.embedded {
         broker::start(
             config.broker.listen,
@@ -54,20 +101,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
-    let stored = store.load_kv().await?;
+    let persisted = store.load_persisted().await?;
+    let relay_start = RelayModel::start_states(&config.gpio, &persisted.relays, now_millis());
+    let levels: HashMap<String, bool> = relay_start.iter().map(|(name, s)| (name.clone(), s.on)).collect();
+    let backend = match backend {
+        Some(backend) => backend,
+        None => gpio::open(&config.gpio, &levels)?,
+    };
+    subscribe_to_relay_commands(&mut config);
     info!(database = %config.database.path.display(), "history opened");
 
-    let (rules_tx, rules_rx) = mpsc::channel(worker::INPUT_CAPACITY);
+    let (rules_tx, rules_rx) = flume::bounded(worker::INPUT_CAPACITY);
     let (ingest_tx, ingest_rx) = mpsc::channel(ingest::CHANNEL_CAPACITY);
     let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
     let (ingest_done_tx, ingest_done_rx) = oneshot::channel();
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &outputs_tx, &records_tx)).await?)
+        }
+        None => None,
+    };
 
     // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
     // the start cleanly.
     let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
-    let start_tx = rules_tx.clone();
-    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx)?;
+    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx.clone())?;
     let stages = Stages::default();
     stages.spawn("publisher", publisher.run(shutdown.clone()));
     stages.spawn(
@@ -84,6 +143,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             input: outputs_rx,
             publisher: publish_handle,
             recorder: records_tx,
+            relays: RelayDriver {
+                backend,
+                config: config.gpio.clone(),
+                state_prefix: format!("{}/relay/", config.mqtt.base_topic),
+                on: levels,
+            },
         }
         .run(),
     );
@@ -97,17 +162,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         reader,
         runtime: tokio::runtime::Handle::current(),
     };
-    let rules = RuleSet::new(limits, Some(services), stored);
+    let mut rules = RuleSet::new(limits, Some(services), persisted, Clock::Wall, config.location);
+    rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relay_start);
+    let (ready_tx, ready_rx) = oneshot::channel();
     let worker = RuleWorker {
         rules_dir: config.rules.dir.clone(),
         rules,
         input: rules_rx,
         output: outputs_tx,
+        ready: Some(ready_tx),
     };
     stages.spawn_thread("rules", move || worker.run())?;
-    // Before any message: on_start triggers run first.
-    let _ = start_tx.send(Event::Start).await;
-    drop(start_tx);
+    // Before any message: on_start triggers run first. Ingest starts once the rules are loaded, so an
+    // on_change trigger compares the first new message with the value from before this start.
+    let _ = rules_tx.send_async(Event::Start).await;
+    let _ = ready_rx.await;
+    let watcher = match crate::rules::watch::watch(&config.rules.dir, rules_tx.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            warn!(
+                "cannot watch {} for changes ({e}); edited rules are picked up at the next start",
+                config.rules.dir.display()
+            );
+            None
+        }
+    };
+    // From here on the subscriber and the watcher hold the rule thread's only inputs: once they are
+    // gone, the rule thread ends.
+    drop(rules_tx);
 
     stages.spawn(
         "ingest",
@@ -120,21 +202,72 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .run(),
     );
     stages.spawn("subscriber", subscriber.run(shutdown.clone(), ingest_done_rx));
-    stages.spawn(
-        "retention",
-        Retention {
-            store: store.clone(),
-            rules: config.database.retention.clone(),
-        }
-        .run(shutdown.clone()),
-    );
+    // Only when configured: the watchdog counts a stage that ends by itself as a failure.
+    if !config.database.retention.is_empty() {
+        stages.spawn(
+            "retention",
+            Retention {
+                store: store.clone(),
+                rules: config.database.retention.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+    }
+    let maintenance = Maintenance {
+        store: store.clone(),
+        rule_runs_keep: config.database.rule_runs_keep,
+    };
+    stages.spawn("maintenance", maintenance.run(shutdown.clone()));
+
+    if let Some(metrics) = metrics {
+        stages.spawn("metrics", metrics.run(shutdown.clone()));
+    }
+    notify::ready(&format!(
+        "ingesting from {}:{}",
+        config.mqtt.host, config.mqtt.port
+    ));
+    start_watchdog(&stages, &shutdown);
 
     shutdown.cancelled().await;
+    notify::stopping();
+    // Its sender is one of the rule thread's inputs: gone, so the rule thread can end.
+    drop(watcher);
     info!("stopping: committing what was received, sending what rules queued");
     stages.wait(SHUTDOWN_TIMEOUT).await;
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The queues between stages, for the metrics endpoint.
+fn queues(
+    rules: &flume::Sender<Event>,
+    ingest: &mpsc::Sender<crate::mqtt::subscriber::Incoming>,
+    outputs: &mpsc::Sender<crate::event::Output>,
+    records: &mpsc::Sender<recorder::Record>,
+) -> Queues {
+    let mut queues = Queues::default();
+    queues.watch_flume("rules", rules);
+    queues.watch("ingest", ingest);
+    queues.watch("actions", outputs);
+    queues.watch("recorder", records);
+    queues
+}
+
+/// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs.
+fn start_watchdog(stages: &Stages, shutdown: &CancellationToken) {
+    let expected = stages.names();
+    let running = Arc::clone(&stages.running);
+    let healthy = move || {
+        let running = running.lock().unwrap_or_else(|p| p.into_inner());
+        match expected.iter().find(|name| !running.contains(*name)) {
+            Some(name) => Err(format!("the {name} stage ended on its own")),
+            None => Ok(()),
+        }
+    };
+    if let Some(watchdog) = notify::Watchdog::from_env(healthy) {
+        stages.spawn("watchdog", watchdog.run(shutdown.clone()));
+    }
 }
 
 /// The running stages, by name, so a stop that hangs can say which stage hangs.
@@ -174,6 +307,10 @@ impl Stages {
             done(&running, name);
         });
         Ok(())
+    }
+
+    fn names(&self) -> BTreeSet<&'static str> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn mark_running(&self, name: &'static str) -> Arc<Mutex<BTreeSet<&'static str>>> {

@@ -28,6 +28,8 @@ pub enum Event {
     Start,
     /// A message arrived: matching `on_message` triggers run.
     Message(Message),
+    /// A rule file was created, changed or removed: reload it.
+    RuleFile(std::path::PathBuf),
 }
 
 /// Something a rule asked the outside world to do.
@@ -38,6 +40,12 @@ pub enum Action {
         payload: Bytes,
         qos: u8,
         retain: bool,
+    },
+    /// Drive a relay on or off; `cause` is what asked for it (`rule`, `set_topic`, `max_on`, ...).
+    Relay {
+        name: String,
+        on: bool,
+        cause: &'static str,
     },
 }
 
@@ -50,6 +58,36 @@ pub enum Output {
     StoreSet { key: String, value: String },
     /// One trigger ran: the trace row for `rule_runs`.
     Run(RuleRun),
+    /// A one-shot timer was set: persist it so it survives a restart.
+    TimerSet(TimerRecord),
+    /// A one-shot timer fired, was cancelled or cannot be restored: forget it.
+    TimerDone { id: i64 },
+    /// A recurring trigger that asked for catch-up ran: remember when, to tell a missed run at start.
+    TriggerRan {
+        rule: Arc<str>,
+        trigger: String,
+        ts: i64,
+    },
+    /// A relay's state changed (or its pending on_for off did): persist it.
+    RelayState {
+        name: String,
+        state: crate::gpio::model::RelayState,
+    },
+}
+
+/// A pending one-shot timer as persisted: enough to call its closure again after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerRecord {
+    pub id: i64,
+    pub rule: String,
+    /// The name Rhai gave the closure (stable for the same closure source).
+    pub callback: String,
+    /// The closure's captured values as JSON, or `None` when they cannot be stored.
+    pub captured: Option<String>,
+    /// When it falls due, unix ms.
+    pub due: i64,
+    /// `LINE:COL` of the `after(..)` call, for messages.
+    pub position: String,
 }
 
 /// The trace of one run of one trigger.
@@ -66,6 +104,8 @@ pub struct RuleRun {
     pub error: Option<String>,
     /// How many actions the run asked for.
     pub actions: i64,
+    /// The run happens later than planned: the engine was down when it fell due.
+    pub late: bool,
 }
 
 /// The current wall-clock time in unix milliseconds.

@@ -83,6 +83,7 @@ impl Ingest {
             attempts += 1;
             match self.store.insert_messages(&messages).await {
                 Ok(()) => {
+                    crate::metrics::METRICS.committed(messages.iter().map(|m| m.ts));
                     if attempts > 1 {
                         info!("storing messages works again after {attempts} attempts");
                     }
@@ -98,6 +99,7 @@ impl Ingest {
                     return false;
                 }
                 Err(e) => {
+                    crate::metrics::METRICS.store_errors.add(1);
                     if attempts == 1 {
                         let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
                         error!(

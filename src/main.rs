@@ -6,6 +6,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = homewright::cli::Cli::parse();
-    homewright::cli::init_tracing(cli.log_level.as_deref());
+    homewright::logging::init(cli.log_level.as_deref(), cli.log_format);
     homewright::cli::run(cli)
 }

@@ -1,7 +1,7 @@
 //! The command line as a user runs it: the real binary, a real database file.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bytes::Bytes;
 use homewright::event::Message;
@@ -10,7 +10,7 @@ use homewright::store::Store;
 use crate::support::{Setup, count, free_port};
 
 fn homewright(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_homewright"))
+    crate::support::homewright_command()
         .current_dir(dir)
         .args(args)
         .output()
@@ -192,7 +192,7 @@ fn the_shipped_example_config_and_rules_pass_check() {
         stderr(&output)
     );
     assert!(
-        stdout(&output).starts_with("ok: homewright.yaml and 3 rules"),
+        stdout(&output).starts_with("ok: homewright.yaml and 7 rules"),
         "{}",
         stdout(&output)
     );

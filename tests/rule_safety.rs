@@ -1,6 +1,5 @@
 //! A broken or hostile rule is stopped with its position, and nothing else stops.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -108,7 +107,13 @@ fn load(source: &str) -> Result<(), String> {
         timeout: Duration::from_secs(1),
         max_string_size: 1 << 20,
     };
-    let mut rules = RuleSet::new(limits, None, HashMap::new());
+    let mut rules = RuleSet::new(
+        limits,
+        None,
+        Default::default(),
+        Default::default(),
+        Default::default(),
+    );
     rules.load_file(&path).map_err(|d| d.to_string())
 }
 
@@ -170,7 +175,13 @@ fn run_once(files: &[(&str, &str)]) -> (Vec<(String, Option<String>)>, Vec<Strin
         timeout: Duration::from_secs(10),
         max_string_size: 1 << 20,
     };
-    let mut rules = RuleSet::new(limits, None, HashMap::new());
+    let mut rules = RuleSet::new(
+        limits,
+        None,
+        Default::default(),
+        Default::default(),
+        Default::default(),
+    );
     let problems = rules.load_dir(dir.path()).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     let message = Message {

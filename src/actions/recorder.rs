@@ -8,8 +8,9 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::event::RuleRun;
+use crate::event::TimerRecord;
 use crate::store::Store;
-use crate::store::audit::{ActionRecord, AuditBatch};
+use crate::store::audit::{ActionRecord, AuditBatch, TimerOp};
 
 /// Records waiting for the recorder; when full, the actions stage waits.
 pub const CHANNEL_CAPACITY: usize = 4_096;
@@ -27,7 +28,21 @@ const ATTEMPTS_WHEN_STOPPING: u32 = 3;
 pub enum Record {
     Action(ActionRecord),
     Run(RuleRun),
-    Store { key: String, value: String },
+    Store {
+        key: String,
+        value: String,
+    },
+    TimerSet(TimerRecord),
+    TimerDone(i64),
+    TriggerRan {
+        rule: String,
+        trigger: String,
+        ts: i64,
+    },
+    RelayState {
+        name: String,
+        state: crate::gpio::model::RelayState,
+    },
 }
 
 /// The recorder stage. Ends when its input closes, after writing what it holds.
@@ -93,12 +108,22 @@ impl Recorder {
     }
 }
 
-fn add(batch: &mut AuditBatch, record: Record) {
+/// Adds one record to a batch.
+pub fn add(batch: &mut AuditBatch, record: Record) {
     match record {
         Record::Action(action) => batch.actions.push(action),
         Record::Run(run) => batch.runs.push(run),
         Record::Store { key, value } => {
             batch.store.insert(key, value);
+        }
+        Record::TimerSet(timer) => batch.timers.push(TimerOp::Set(timer)),
+        Record::TimerDone(id) => batch.timers.push(TimerOp::Done(id)),
+        Record::RelayState { name, state } => {
+            batch.relays.insert(name, state);
+        }
+        Record::TriggerRan { rule, trigger, ts } => {
+            let last = batch.trigger_runs.entry((rule, trigger)).or_insert(ts);
+            *last = (*last).max(ts);
         }
     }
 }

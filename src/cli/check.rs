@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::{self, ConfigError};
+use crate::gpio::model::RelayModel;
 use crate::rules::{Limits, RuleSet};
+use crate::scheduler::Clock;
 
 pub fn check(config_path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = match config::load(config_path) {
@@ -27,7 +29,9 @@ pub fn check(config_path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCod
         timeout: config.rules.timeout,
         max_string_size: 4 * config.mqtt.max_packet_size,
     };
-    let mut rules = RuleSet::new(limits, None, Default::default());
+    let mut rules = RuleSet::new(limits, None, Default::default(), Clock::Wall, config.location);
+    let relays = RelayModel::start_states(&config.gpio, &Default::default(), 0);
+    rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);
     let problems = match rules.load_dir(&config.rules.dir) {
         Ok(problems) => problems,
         Err(e) => {

@@ -3,8 +3,14 @@
 
 mod check;
 mod format;
+mod init;
+mod plot;
 mod query;
+mod relay;
+mod replay;
 mod run;
+mod test;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +26,9 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; default: RUST_LOG, else info.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log format: auto (journald under systemd, else text), text, journald or json.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = crate::logging::LogFormat::Auto)]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +65,88 @@ pub enum Command {
         /// The SQL to run, e.g. "SELECT * FROM latest".
         sql: String,
     },
+    /// Replay stored messages through the rules on virtual time and print what they would have done.
+    Replay {
+        /// Config file (rules, location, database).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Start: 2026-11-24, 2026-11-24T18:00, RFC 3339, or a duration ago such as 7d.
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// End (default: now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Output format: table (a line per action) or json (a JSON object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only these rules (file names without .rhai); default: all.
+        rules: Vec<String>,
+    },
+    /// Show a rule's recent runs and the messages that matched it but made it do nothing.
+    Why {
+        /// The rule (file name without .rhai).
+        rule: String,
+        /// Config file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// How far back: a duration ago (24h, 7d) or a time.
+        #[arg(long, value_name = "TIME", default_value = "24h")]
+        since: String,
+        /// Rows per section.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Switch a relay through the running service (via its MQTT command topic).
+    Relay {
+        /// The relay's name in gpio.relays.
+        name: String,
+        /// on, off or toggle.
+        #[arg(value_enum)]
+        command: relay::Command,
+        /// Config file.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Run rule scenarios on virtual time (default: rules/tests/*.yaml); exit 1 on any failure.
+    Test {
+        /// Config file (for rules.dir and location).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Scenario files or directories.
+        paths: Vec<PathBuf>,
+    },
+    /// Chart a topic's values over time: a file with --out, else text for the terminal.
+    Plot {
+        /// Config file (for database.path).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Database file; overrides the config's database.path.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// The topic, e.g. greenhouse/temperature, or a field of its JSON: TOPIC:$.temperature.
+        topic: String,
+        /// Start: a duration ago (24h, 7d), a date (2026-11-24), a local time (2026-11-24T18:00).
+        #[arg(long, default_value = "24h", value_name = "TIME")]
+        since: String,
+        /// End, written like --since; default: now.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Write an .svg or .png file instead of printing a chart.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Start a new setup: write a commented config and a rules directory with an example rule.
+    Init {
+        /// Where to write them (created if missing); existing files are never overwritten.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Runs the parsed command line and returns the process's exit code.
@@ -63,6 +154,48 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => check::check(&config, &mut std::io::stdout()),
+        Command::Test { config, paths } => test::test(&config, &paths, &mut std::io::stdout()),
+        Command::Relay {
+            name,
+            command,
+            config,
+        } => crate::config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| relay::relay(&c, &name, command)),
+        Command::Replay {
+            config,
+            db,
+            since,
+            until,
+            format,
+            rules,
+        } => {
+            let args = replay::Replay {
+                config: &config,
+                db: db.as_deref(),
+                since: &since,
+                until: until.as_deref(),
+                format,
+                rules: &rules,
+            };
+            replay::replay(args, &mut std::io::stdout())
+        }
+        Command::Why {
+            rule,
+            config,
+            db,
+            since,
+            limit,
+        } => why::why(
+            why::Why {
+                config: &config,
+                db: db.as_deref(),
+                rule: &rule,
+                since: &since,
+                limit,
+            },
+            &mut std::io::stdout(),
+        ),
         Command::Query {
             config,
             db,
@@ -77,6 +210,25 @@ pub fn run(cli: Cli) -> ExitCode {
             timeout,
             &mut std::io::stdout(),
         ),
+        Command::Plot {
+            config,
+            db,
+            topic,
+            since,
+            until,
+            out,
+        } => plot::plot(
+            plot::PlotArgs {
+                config: &config,
+                db: db.as_deref(),
+                spec: &topic,
+                since: &since,
+                until: until.as_deref(),
+                out: out.as_deref(),
+            },
+            &mut std::io::stdout(),
+        ),
+        Command::Init { dir } => init::init(&dir, &mut std::io::stdout()),
     };
     match result {
         Ok(code) => code,
@@ -85,25 +237,4 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs go to stderr through tracing: colours only on a terminal, so journald gets plain lines.
-pub fn init_tracing(level: Option<&str>) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    // rumqttd logs every client disconnect (and our own port probe) as an error; the engine checks
-    // and reports what matters about its broker itself. RUST_LOG=rumqttd=info brings it back.
-    let default = "info,rumqttd=off";
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default)),
-    }
-    .unwrap_or_else(|_| EnvFilter::new(default));
-    let terminal = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(terminal)
-        .with_target(false)
-        .init();
 }

@@ -2,6 +2,7 @@
 //! [`Config`] the rest of the engine uses ([`validate`]). Every problem is reported at once, each with
 //! the key it belongs to and its line, and secrets never reach a log or an error.
 
+pub mod gpio;
 mod locate;
 pub mod raw;
 pub mod units;
@@ -26,6 +27,11 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub database: DatabaseConfig,
     pub rules: RulesConfig,
+    /// Where the house is, and its time zone (the system's when not configured).
+    pub location: crate::scheduler::Location,
+    /// Relays on GPIO pins.
+    pub gpio: gpio::GpioConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// How the engine talks to the broker.
@@ -122,6 +128,8 @@ pub struct DatabaseConfig {
     pub path: PathBuf,
     /// How long messages are kept, by topic: the first matching entry wins, no match keeps forever.
     pub retention: Vec<Retention>,
+    /// How long the trace of each rule run is kept.
+    pub rule_runs_keep: Duration,
 }
 
 /// One retention rule: messages on topics matching `topics` are deleted once older than `keep`.
@@ -139,6 +147,13 @@ pub struct RulesConfig {
     pub max_operations: u64,
     /// Wall-clock time one run may take before it is stopped.
     pub timeout: Duration,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served; `None` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Why a config could not be used.

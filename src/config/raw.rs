@@ -14,6 +14,10 @@ pub struct RawConfig {
     pub broker: RawBroker,
     pub database: RawDatabase,
     pub rules: RawRules,
+    pub location: RawLocation,
+    pub gpio: super::gpio::RawGpio,
+    pub homeassistant: super::gpio::RawHomeAssistant,
+    pub metrics: RawMetrics,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
@@ -59,6 +63,17 @@ pub struct RawBroker {
 pub struct RawDatabase {
     pub path: Option<String>,
     pub retention: Option<Vec<RawRetention>>,
+    /// How long `rule_runs` rows are kept, e.g. `14d`.
+    pub rule_runs_keep: Option<String>,
+}
+
+/// `location:` for sunrise/sunset and local time.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLocation {
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub timezone: Option<String>,
 }
 
 /// One `database.retention` entry: how long messages on matching topics are kept.
@@ -76,4 +91,11 @@ pub struct RawRules {
     pub dir: Option<String>,
     pub max_operations: Option<u64>,
     pub timeout: Option<String>,
+}
+
+/// `metrics:` the optional Prometheus endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
 }

@@ -8,9 +8,11 @@ use super::locate::locate;
 use super::raw::{RawConfig, RawMqtt};
 use super::units::{parse_duration, parse_size};
 use super::{
-    BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MqttConfig, Problem,
-    Retention, RulesConfig, Secret, TlsConfig,
+    BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MetricsConfig, MqttConfig,
+    Problem, Retention, RulesConfig, Secret, TlsConfig,
 };
+use crate::scheduler::Location;
+use crate::scheduler::spec::system_timezone;
 
 /// The largest packet MQTT 3.1.1 can carry (its remaining-length limit).
 const MQTT_MAX_PACKET: u64 = 268_435_455;
@@ -37,8 +39,18 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
             raw.database.path.as_deref().unwrap_or("data/history.db"),
         ),
         retention: check.retention(&raw),
+        rule_runs_keep: check.duration(
+            "database.rule_runs_keep",
+            raw.database.rule_runs_keep.as_deref(),
+            Duration::from_secs(14 * 86_400),
+        ),
     };
     let rules = check.rules(&raw, &base_dir);
+    let location = check.location(&raw);
+    let gpio = super::gpio::validate(&raw.gpio, &raw.homeassistant, &mut |key, message| {
+        check.problem(key, message)
+    });
+    let metrics = check.metrics(&raw);
     if !check.problems.is_empty() {
         return Err(ConfigError::Invalid(check.problems));
     }
@@ -48,6 +60,9 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         broker,
         database,
         rules,
+        location,
+        gpio,
+        metrics,
     })
 }
 
@@ -127,6 +142,20 @@ impl Checker<'_> {
             embedded: raw.broker.embedded.unwrap_or(true),
             listen,
         }
+    }
+
+    fn metrics(&mut self, raw: &RawConfig) -> MetricsConfig {
+        let listen = raw.metrics.listen.as_deref().and_then(|listen| {
+            let parsed = listen.parse::<SocketAddr>().ok();
+            if parsed.is_none() {
+                self.problem(
+                    "metrics.listen",
+                    format!("`{listen}` is not an address and port (write it like 127.0.0.1:9184)"),
+                );
+            }
+            parsed
+        });
+        MetricsConfig { listen }
     }
 
     fn mqtt(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> MqttConfig {
@@ -382,6 +411,43 @@ impl Checker<'_> {
         retention
     }
 
+    fn location(&mut self, raw: &RawConfig) -> Location {
+        let timezone = match &raw.location.timezone {
+            None => system_timezone(),
+            Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                self.problem(
+                    "location.timezone",
+                    format!("`{name}` is not an IANA time zone (e.g. Europe/Amsterdam)"),
+                );
+                chrono_tz::Tz::UTC
+            }),
+        };
+        let coordinates = match (raw.location.latitude, raw.location.longitude) {
+            (Some(lat), Some(lon)) => {
+                if !(-90.0..=90.0).contains(&lat) {
+                    self.problem("location.latitude", format!("{lat} is outside -90..90"));
+                }
+                if !(-180.0..=180.0).contains(&lon) {
+                    self.problem("location.longitude", format!("{lon} is outside -180..180"));
+                }
+                Some((lat, lon))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("location.longitude", "is needed with location.latitude");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("location.latitude", "is needed with location.longitude");
+                None
+            }
+        };
+        Location {
+            timezone,
+            coordinates,
+        }
+    }
+
     fn rules(&mut self, raw: &RawConfig, base_dir: &Path) -> RulesConfig {
         let max_operations = raw.rules.max_operations.unwrap_or(1_000_000);
         if max_operations == 0 {
@@ -465,6 +531,23 @@ mod tests {
             errors,
             vec![
                 "/etc/hw/homewright.yaml:3:3: mqtt.password_env: the environment variable HOMEWRIGHT_TEST_UNSET_VAR is not set"
+            ]
+        );
+    }
+
+    #[test]
+    fn location_is_validated() {
+        let config =
+            parse("location:\n  latitude: 52.37\n  longitude: 4.89\n  timezone: Europe/Amsterdam\n").unwrap();
+        assert_eq!(config.location.timezone, chrono_tz::Europe::Amsterdam);
+        assert_eq!(config.location.coordinates, Some((52.37, 4.89)));
+        let errors =
+            parse("location:\n  latitude: 95\n  longitude: 4.89\n  timezone: Mars/Olympus\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "/etc/hw/homewright.yaml:4:3: location.timezone: `Mars/Olympus` is not an IANA time zone (e.g. Europe/Amsterdam)",
+                "/etc/hw/homewright.yaml:2:3: location.latitude: 95 is outside -90..90",
             ]
         );
     }

@@ -78,7 +78,7 @@ impl Subscriber {
     pub fn new(
         config: &MqttConfig,
         to_ingest: mpsc::Sender<Incoming>,
-        to_rules: mpsc::Sender<Event>,
+        to_rules: flume::Sender<Event>,
     ) -> Result<(Subscriber, Acker), TlsError> {
         let mut mqtt_options = options(config, config.client_id.clone())?;
         // rumqttc drops the connection on an incoming packet above its limit, without a chance to
@@ -208,7 +208,7 @@ impl Subscriber {
 struct Forward {
     ingest: mpsc::Sender<Incoming>,
     /// `None` once the rule thread is gone: storing goes on without rules.
-    rules: Option<mpsc::Sender<Event>>,
+    rules: Option<flume::Sender<Event>>,
     /// `mqtt.max_packet_size`: larger messages are acknowledged but neither stored nor given to rules.
     max_packet_size: usize,
     /// Messages dropped for their size since start.
@@ -223,6 +223,7 @@ impl Forward {
     /// topic and size (the first one, then at every power of two, so a stream of them cannot flood the
     /// log).
     async fn send(&mut self, publish: rumqttc::Publish) -> bool {
+        crate::metrics::METRICS.received.add(1);
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             qos => Some(AckToken {
@@ -254,7 +255,7 @@ impl Forward {
         };
         // Rules first: their latency must not include the store's.
         if let Some(rules) = &self.rules
-            && rules.send(Event::Message(message.clone())).await.is_err()
+            && rules.send_async(Event::Message(message.clone())).await.is_err()
         {
             error!("the rule thread is gone; messages are still stored but no rule runs");
             self.rules = None;

@@ -35,21 +35,25 @@ impl Diagnostic {
 
     /// The one-line form followed by the source line and a caret, when the file can be read.
     pub fn render(&self) -> String {
-        let mut out = self.to_string();
+        format!("{self}{}", self.snippet())
+    }
+
+    /// The source line and a caret under the column, on lines of their own (empty when unknown).
+    pub fn snippet(&self) -> String {
         let (Some(line), Some(column)) = (self.line, self.column) else {
-            return out;
+            return String::new();
         };
         let Ok(text) = std::fs::read_to_string(&self.path) else {
-            return out;
+            return String::new();
         };
-        if let Some(source) = text.lines().nth(line.saturating_sub(1)) {
-            let gutter = line.to_string().len();
-            out.push_str(&format!(
-                "\n{:gutter$} |\n{line} | {source}\n{:gutter$} | {:>column$}",
-                "", "", "^"
-            ));
-        }
-        out
+        let Some(source) = text.lines().nth(line.saturating_sub(1)) else {
+            return String::new();
+        };
+        let gutter = line.to_string().len();
+        format!(
+            "\n{:gutter$} |\n{line} | {source}\n{:gutter$} | {:>column$}",
+            "", "", "^"
+        )
     }
 }
 

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use rhai::{Dynamic, FnPtr};
+use rhai::{Dynamic, FnPtr, Position};
 
-use crate::event::{Action, Message, Output, now_millis};
+use crate::event::{Action, Message, Output};
+use crate::gpio::model::{Cause, Op as RelayOp, RelayModel};
+use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 
 /// Most actions one run may ask for: a `loop { publish(..) }` is stopped long before it floods the
@@ -19,12 +21,20 @@ use crate::store::{HistoryReader, QueryResult, SqlValue};
 pub const MAX_ACTIONS_PER_RUN: usize = 1_000;
 
 /// What a trigger reacts to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TriggerKind {
     /// `on_message(filter, |msg| ..)`
     Message { filter: String },
     /// `on_start(|| ..)`
     Start,
+    /// `on_change(filter, |old, new| ..)`: a topic's payload differs from its previous one.
+    Change { filter: String },
+    /// `every`, `cron`, `at_sunrise`, `at_sunset`.
+    Timed {
+        name: &'static str,
+        recurrence: Recurrence,
+        catch_up: bool,
+    },
 }
 
 impl TriggerKind {
@@ -33,8 +43,50 @@ impl TriggerKind {
         match self {
             TriggerKind::Message { .. } => "on_message",
             TriggerKind::Start => "on_start",
+            TriggerKind::Change { .. } => "on_change",
+            TriggerKind::Timed { name, .. } => name,
         }
     }
+}
+
+/// The closure of a timer.
+#[derive(Debug, Clone)]
+pub enum Callback {
+    /// Set in this run of the engine.
+    Pointer(FnPtr),
+    /// Restored after a restart: the closure's function by name, with its captured values (Rhai makes
+    /// no pointer to an anonymous function from a name, so it is called as a function).
+    Restored { name: String, captured: Vec<Dynamic> },
+}
+
+impl Callback {
+    /// The closure's function name in the rule's compiled script.
+    pub fn name(&self) -> &str {
+        match self {
+            Callback::Pointer(pointer) => pointer.fn_name(),
+            Callback::Restored { name, .. } => name,
+        }
+    }
+
+    /// Calls the closure with no arguments.
+    pub fn call(&self, engine: &rhai::Engine, ast: &rhai::AST) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        match self {
+            Callback::Pointer(pointer) => pointer.call::<Dynamic>(engine, ast, ()),
+            Callback::Restored { name, captured } => {
+                let options = rhai::CallFnOptions::new().eval_ast(false);
+                engine.call_fn_with_options(options, &mut rhai::Scope::new(), ast, name, captured.clone())
+            }
+        }
+    }
+}
+
+/// A pending `after(..)` timer.
+#[derive(Debug, Clone)]
+pub struct OneShot {
+    pub rule: Arc<str>,
+    pub callback: Callback,
+    pub due: i64,
+    pub position: Position,
 }
 
 /// A trigger a rule file registered, with the closure to call.
@@ -70,24 +122,215 @@ struct State {
     actions: usize,
     kv: HashMap<String, Dynamic>,
     recent: HashMap<String, Message>,
+    schedule: Schedule,
+    timers: HashMap<i64, OneShot>,
+    next_timer_id: i64,
+    relays: RelayModel,
 }
 
 /// Shared by every function registered on the engine.
 pub struct Host {
     state: Mutex<State>,
     services: Option<Services>,
+    clock: Clock,
+    location: Location,
 }
 
 impl Host {
     /// A host; without `services` (as in `check`), `sql()` and history lookups are unavailable.
-    pub fn new(services: Option<Services>, kv: HashMap<String, Dynamic>) -> Self {
+    pub fn new(
+        services: Option<Services>,
+        kv: HashMap<String, Dynamic>,
+        clock: Clock,
+        location: Location,
+    ) -> Self {
+        let state = State {
+            kv,
+            next_timer_id: 1,
+            ..State::default()
+        };
         Host {
-            state: Mutex::new(State {
-                kv,
-                ..State::default()
-            }),
+            state: Mutex::new(state),
             services,
+            clock,
+            location,
         }
+    }
+
+    /// The time rules run at.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The configured location and time zone.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The read-only history, where there is one.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.as_ref()
+    }
+
+    /// Queues a recurring trigger's next firing.
+    pub fn schedule(&self, at: i64, due: Due) {
+        self.state().schedule.insert(at, due);
+    }
+
+    /// Forgets the queued recurring triggers of `rule`.
+    pub fn unschedule_rule(&self, rule: &str) {
+        self.state().schedule.remove_rule(rule);
+    }
+
+    /// The earliest deadline in the queue.
+    pub fn next_due(&self) -> Option<i64> {
+        self.state().schedule.next()
+    }
+
+    /// The next entry due at `now`, if any.
+    pub fn pop_due(&self, now: i64) -> Option<(i64, Due)> {
+        self.state().schedule.pop_due(now)
+    }
+
+    /// Sets a one-shot timer of the running rule `delay` ms from now; returns its id and the timer.
+    pub fn add_timer(
+        &self,
+        callback: FnPtr,
+        delay: i64,
+        position: Position,
+    ) -> Result<(i64, OneShot), String> {
+        let due = self.now().saturating_add(delay);
+        let mut state = self.state();
+        let Phase::Running(rule) = &state.phase else {
+            return Err(
+                "after can only be called inside a trigger (use on_start for a timer at start)".into(),
+            );
+        };
+        let timer = OneShot {
+            rule: Arc::clone(rule),
+            callback: Callback::Pointer(callback),
+            due,
+            position,
+        };
+        let id = state.next_timer_id;
+        state.next_timer_id += 1;
+        state.timers.insert(id, timer.clone());
+        state.schedule.insert(due, Due::Timer { id });
+        Ok((id, timer))
+    }
+
+    /// Re-arms a persisted timer under its old id.
+    pub fn restore_timer(&self, id: i64, timer: OneShot) {
+        let mut state = self.state();
+        state.next_timer_id = state.next_timer_id.max(id + 1);
+        state.schedule.insert(timer.due, Due::Timer { id });
+        state.timers.insert(id, timer);
+    }
+
+    /// Makes sure new timers get ids above every persisted one (also those not restored).
+    pub fn reserve_timer_ids(&self, above: i64) {
+        let mut state = self.state();
+        state.next_timer_id = state.next_timer_id.max(above + 1);
+    }
+
+    /// Takes out the pending timers of `rule` whose closure name `drop` selects; returns their ids.
+    pub fn take_timers_of_where(&self, rule: &str, drop: impl Fn(&str) -> bool) -> Vec<i64> {
+        let mut state = self.state();
+        let ids: Vec<i64> = state
+            .timers
+            .iter()
+            .filter(|(_, t)| &*t.rule == rule && drop(t.callback.name()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            state.timers.remove(id);
+        }
+        ids
+    }
+
+    /// Takes out every pending timer of `rule` (it was removed); returns their ids.
+    pub fn take_timers_of(&self, rule: &str) -> Vec<i64> {
+        let mut state = self.state();
+        let ids: Vec<i64> = state
+            .timers
+            .iter()
+            .filter(|(_, t)| &*t.rule == rule)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            state.timers.remove(id);
+        }
+        ids
+    }
+
+    /// Takes a timer out (it fires now, or it is cancelled); `None` when it is already gone.
+    pub fn take_timer(&self, id: i64) -> Option<OneShot> {
+        self.state().timers.remove(&id)
+    }
+
+    /// Sets up the relays (at start, before any rule runs).
+    pub fn set_relays(&self, model: RelayModel) {
+        self.state().relays = model;
+    }
+
+    /// A copy of the relays' model (for reading configuration and states).
+    pub fn relays(&self) -> RelayModel {
+        self.state().relays.clone()
+    }
+
+    /// Whether relay `name` is on; `None` when there is no such relay.
+    pub fn relay_is_on(&self, name: &str) -> Option<bool> {
+        self.state().relays.state(name).map(|s| s.on)
+    }
+
+    /// Applies `op` to relay `name`: queues the switch (if it changes anything), the state to persist and
+    /// the next deadline. Returns whether the relay is on afterwards; `Err` when refused.
+    pub fn switch_relay(&self, name: &str, op: RelayOp, cause: Cause) -> Result<bool, String> {
+        let now = self.now();
+        let mut state = self.state();
+        let rule: Arc<str> = match &state.phase {
+            Phase::Running(rule) if cause == Cause::Rule => Arc::clone(rule),
+            _ => Arc::from(""),
+        };
+        let applied = state.relays.apply(name, op, now)?;
+        if applied.changed {
+            if cause == Cause::Rule {
+                state.actions += 1;
+            }
+            let action = Action::Relay {
+                name: name.to_string(),
+                on: applied.state.on,
+                cause: cause.as_str(),
+            };
+            state.outputs.push(Output::Action {
+                rule,
+                ts: now,
+                action,
+            });
+        }
+        state.outputs.push(Output::RelayState {
+            name: name.to_string(),
+            state: applied.state,
+        });
+        if let Some(at) = applied.deadline {
+            state.schedule.insert(
+                at,
+                Due::Relay {
+                    name: Arc::from(name),
+                },
+            );
+        }
+        Ok(applied.state.on)
+    }
+
+    /// Takes the outputs queued outside a rule run (relay commands, deadlines).
+    pub fn drain_outputs(&self) -> Vec<Output> {
+        std::mem::take(&mut self.state().outputs)
+    }
+
+    /// Queues an output of the running rule that is not an action (timer bookkeeping).
+    pub fn note(&self, output: Output) {
+        self.state().outputs.push(output);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -165,7 +408,7 @@ impl Host {
         state.actions += 1;
         state.outputs.push(Output::Action {
             rule,
-            ts: now_millis(),
+            ts: self.clock.now(),
             action,
         });
         Ok(())

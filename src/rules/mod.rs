@@ -9,7 +9,11 @@ pub mod api;
 pub mod diagnostic;
 pub mod engine;
 pub mod host;
+mod persist;
+mod relays;
 mod set;
+mod timed;
+pub mod watch;
 pub mod worker;
 
 pub use diagnostic::Diagnostic;

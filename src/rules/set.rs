@@ -1,34 +1,59 @@
-//! The loaded rules and how an event runs them: [`RuleSet::handle`] is the whole of rule evaluation,
-//! with no threads or channels, so `run`, `check` and tests share it.
+//! The loaded rules and how an event runs them: [`RuleSet::handle`] and the timed side in `timed.rs`
+//! are the whole of rule evaluation, with no threads or channels, so `run`, `check` and tests (on
+//! virtual time) share them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{AST, Dynamic, Engine, FuncArgs, Scope};
-use tracing::error;
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Position, Scope};
+use tracing::{error, warn};
 
 use super::api::{self, RuleMessage};
 use super::diagnostic::Diagnostic;
 use super::engine::{self, Deadline, Limits};
 use super::host::{Host, Services, Trigger, TriggerKind};
-use crate::event::{Event, Output, RuleRun, now_millis};
+use super::persist;
+use crate::event::{Event, Message, Output, RuleRun};
 use crate::mqtt::topic;
+use crate::scheduler::{Clock, Due, Location};
+use crate::store::audit::Persisted;
 
 /// One loaded rule file.
 pub struct Rule {
     /// The file name without `.rhai`: the rule's name in logs and the database.
     pub name: Arc<str>,
     pub path: PathBuf,
-    ast: AST,
-    triggers: Vec<Trigger>,
+    pub(super) ast: AST,
+    pub(super) triggers: Vec<Trigger>,
+    /// The text it was compiled from, to tell a real change from a repeated file event.
+    source: String,
 }
 
 impl Rule {
     /// The triggers the file registered.
     pub fn triggers(&self) -> impl Iterator<Item = &TriggerKind> {
         self.triggers.iter().map(|t| &t.kind)
+    }
+
+    /// The text the rule was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The identity of trigger `index` across restarts: its kind and schedule, numbered among equal ones.
+    pub(super) fn trigger_key(&self, index: usize) -> String {
+        let describe = |t: &Trigger| match &t.kind {
+            TriggerKind::Timed { recurrence, .. } => recurrence.describe(),
+            other => other.name().to_string(),
+        };
+        let own = describe(&self.triggers[index]);
+        let ordinal = self.triggers[..index]
+            .iter()
+            .filter(|t| describe(t) == own)
+            .count();
+        format!("{own}#{ordinal}")
     }
 }
 
@@ -45,26 +70,51 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Every loaded rule, with the engine that runs them.
+/// How a trigger is being run, for its trace.
+pub(super) struct RunKind<'a> {
+    pub name: &'static str,
+    pub position: Position,
+    pub topic: Option<&'a str>,
+    pub late: bool,
+}
+
+/// Every loaded rule, with the engine that runs them and the scheduler's state.
 pub struct RuleSet {
-    engine: Engine,
-    host: Arc<Host>,
+    pub(super) engine: Engine,
+    pub(super) host: Arc<Host>,
     deadline: Arc<Deadline>,
     timeout: Duration,
-    rules: Vec<Rule>,
+    pub(super) rules: Vec<Rule>,
+    pub(super) clock: Clock,
+    /// The text of each rule file that failed to load last time, so a repeated event for the same broken
+    /// text is not compiled and logged again.
+    pub(super) last_failed: HashMap<String, String>,
+    /// Where the engine's own topics live (relay state and commands).
+    pub(super) base_topic: String,
+    /// The previous message of each topic an `on_change` trigger watches.
+    previous: HashMap<String, Message>,
+    /// Timers and catch-up state from the last run, consumed at start.
+    pub(super) persisted: Persisted,
 }
 
 impl RuleSet {
-    /// An empty set. `stored` is the persisted `store_set` data (key -> JSON text).
-    pub fn new(limits: Limits, services: Option<Services>, stored: HashMap<String, String>) -> Self {
-        let kv = stored
+    /// An empty set. `persisted` is what the last run left in the database.
+    pub fn new(
+        limits: Limits,
+        services: Option<Services>,
+        mut persisted: Persisted,
+        clock: Clock,
+        location: Location,
+    ) -> Self {
+        persist::fix_hash_seed();
+        let kv = std::mem::take(&mut persisted.kv)
             .into_iter()
             .filter_map(|(key, json)| {
                 let value: serde_json::Value = serde_json::from_str(&json).ok()?;
                 Some((key, rhai::serde::to_dynamic(value).ok()?))
             })
             .collect();
-        let host = Arc::new(Host::new(services, kv));
+        let host = Arc::new(Host::new(services, kv, clock.clone(), location));
         let (mut engine, deadline) = engine::build(limits);
         api::register(&mut engine, &host, &deadline);
         RuleSet {
@@ -73,6 +123,11 @@ impl RuleSet {
             deadline,
             timeout: limits.timeout,
             rules: Vec::new(),
+            clock,
+            previous: HashMap::new(),
+            base_topic: "homewright".into(),
+            last_failed: HashMap::new(),
+            persisted,
         }
     }
 
@@ -87,7 +142,7 @@ impl RuleSet {
         Ok(problems)
     }
 
-    /// Compiles `path` and runs its top level to collect its triggers.
+    /// Compiles `path`, runs its top level to collect its triggers, and schedules its timed ones.
     pub fn load_file(&mut self, path: &Path) -> Result<(), Diagnostic> {
         let name: Arc<str> = path
             .file_stem()
@@ -95,7 +150,7 @@ impl RuleSet {
             .unwrap_or_default()
             .into();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostic::at(path, rhai::Position::NONE, format!("cannot read: {e}")))?;
+            .map_err(|e| Diagnostic::at(path, Position::NONE, format!("cannot read: {e}")))?;
         let mut ast = self
             .engine
             .compile(&text)
@@ -108,13 +163,75 @@ impl RuleSet {
         let triggers = self.host.end_load();
         result.map_err(|e| Diagnostic::from_eval(path, *e))?;
         self.rules.retain(|r| r.name != name);
-        self.rules.push(Rule {
+        self.host.unschedule_rule(&name);
+        let rule = Rule {
             name,
             path: path.to_path_buf(),
+            source: text,
             ast,
             triggers,
-        });
+        };
+        self.schedule_rule(&rule, self.clock.now());
+        self.remember_watched(&rule);
+        self.rules.push(rule);
         Ok(())
+    }
+
+    /// Queues the first firing of each timed trigger of `rule` after `now`.
+    fn schedule_rule(&self, rule: &Rule, now: i64) {
+        for (index, trigger) in rule.triggers.iter().enumerate() {
+            if let TriggerKind::Timed { recurrence, .. } = &trigger.kind {
+                match recurrence.next_after(now, self.host.location()) {
+                    Some(at) => {
+                        super::timed::note_polar_gap(&rule.name, recurrence, now, at);
+                        let due = Due::Trigger {
+                            rule: Arc::clone(&rule.name),
+                            index,
+                        };
+                        self.host.schedule(at, due);
+                    }
+                    None => {
+                        warn!(rule = %rule.name, "{} never fires here (no sunrise or sunset within a year)", recurrence.describe())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads the stored latest message of every topic `rule`'s `on_change` triggers watch, so a change is
+    /// told from the value before a restart.
+    fn remember_watched(&mut self, rule: &Rule) {
+        let filters: Vec<&str> = rule
+            .triggers
+            .iter()
+            .filter_map(|t| match &t.kind {
+                TriggerKind::Change { filter } => Some(filter.as_str()),
+                _ => None,
+            })
+            .collect();
+        let Some(services) = self.host.services().filter(|_| !filters.is_empty()) else {
+            return;
+        };
+        match services.runtime.block_on(services.reader.latest_all()) {
+            Ok(messages) => {
+                for message in messages {
+                    if filters.iter().any(|f| topic::matches(&message.topic, f)) {
+                        self.previous.entry(message.topic.clone()).or_insert(message);
+                    }
+                }
+            }
+            Err(e) => warn!(rule = %rule.name, "cannot read the latest values for on_change: {e}"),
+        }
+    }
+
+    /// The value persisted under `key` by `store_set`, as JSON.
+    pub fn stored(&self, key: &str) -> Option<serde_json::Value> {
+        let value = self.host.store_get(key);
+        if value.is_unit() {
+            None
+        } else {
+            serde_json::to_value(&value).ok()
+        }
     }
 
     /// The loaded rules, in load order.
@@ -126,66 +243,99 @@ impl RuleSet {
     /// the trace of each run.
     pub fn handle(&mut self, event: &Event) -> Vec<Output> {
         let mut outputs = Vec::new();
-        if let Event::Message(message) = event {
-            self.host.observe(message);
+        match event {
+            Event::Start => self.start(&mut outputs),
+            Event::RuleFile(path) => self.reload(path, &mut outputs),
+            Event::Message(message) => self.message(message, &mut outputs),
         }
+        outputs
+    }
+
+    fn message(&mut self, message: &Message, outputs: &mut Vec<Output>) {
+        self.host.observe(message);
+        self.relay_command(message, outputs);
+        let previous = self.previous.get(&message.topic);
+        let changed = previous.is_none_or(|p| p.payload != message.payload);
+        let old = previous.map_or(Dynamic::UNIT, |p| Dynamic::from(RuleMessage(p.clone())));
+        let mut watched = false;
         for rule in &self.rules {
             for trigger in &rule.triggers {
-                match (&trigger.kind, event) {
-                    (TriggerKind::Start, Event::Start) => {
-                        self.run(rule, trigger, (), None, &mut outputs);
-                    }
-                    (TriggerKind::Message { filter }, Event::Message(message))
-                        if topic::matches(&message.topic, filter) =>
-                    {
+                let run = RunKind {
+                    name: trigger.kind.name(),
+                    position: trigger.position,
+                    topic: Some(&message.topic),
+                    late: false,
+                };
+                match &trigger.kind {
+                    TriggerKind::Message { filter } if topic::matches(&message.topic, filter) => {
                         let arg = Dynamic::from(RuleMessage(message.clone()));
-                        self.run(rule, trigger, (arg,), Some(&message.topic), &mut outputs);
+                        self.run(rule, run, |e, ast| trigger.callback.call(e, ast, (arg,)), outputs);
+                    }
+                    TriggerKind::Change { filter } if topic::matches(&message.topic, filter) => {
+                        watched = true;
+                        if changed {
+                            let new = Dynamic::from(RuleMessage(message.clone()));
+                            let old = old.clone();
+                            self.run(
+                                rule,
+                                run,
+                                |e, ast| trigger.callback.call(e, ast, (old, new)),
+                                outputs,
+                            );
+                        }
                     }
                     _ => {}
                 }
             }
         }
-        outputs
+        if watched {
+            self.previous.insert(message.topic.clone(), message.clone());
+        }
     }
 
-    fn run(
+    /// Runs one trigger's closure (`call`) and appends what it asked for and its trace to `outputs`.
+    pub(super) fn run(
         &self,
         rule: &Rule,
-        trigger: &Trigger,
-        args: impl FuncArgs,
-        topic: Option<&str>,
+        kind: RunKind<'_>,
+        call: impl FnOnce(&Engine, &AST) -> Result<Dynamic, Box<EvalAltResult>>,
         outputs: &mut Vec<Output>,
     ) {
-        let ts = now_millis();
+        let ts = self.clock.now();
         let started = Instant::now();
         self.host.begin_run(Arc::clone(&rule.name));
         self.deadline.arm(self.timeout);
-        let result = trigger.callback.call::<Dynamic>(&self.engine, &rule.ast, args);
+        let result = call(&self.engine, &rule.ast);
         self.deadline.disarm();
         let (produced, actions) = self.host.end_run();
         let error = result.err().map(|e| {
             let mut diagnostic = Diagnostic::from_eval(&rule.path, *e);
             if diagnostic.line.is_none() {
-                diagnostic.line = trigger.position.line();
-                diagnostic.column = trigger.position.position();
+                diagnostic.line = kind.position.line();
+                diagnostic.column = kind.position.position();
                 diagnostic.message = format!(
                     "{} (in the {} trigger registered here)",
-                    diagnostic.message,
-                    trigger.kind.name()
+                    diagnostic.message, kind.name
                 );
             }
-            error!("{diagnostic}");
+            error!("{diagnostic}{}", diagnostic.snippet());
             diagnostic.to_string()
         });
         outputs.extend(produced);
         outputs.push(Output::Run(RuleRun {
             ts,
             rule: Arc::clone(&rule.name),
-            trigger: trigger.kind.name(),
-            topic: topic.map(str::to_string),
+            trigger: kind.name,
+            topic: kind.topic.map(str::to_string),
             duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
             error,
             actions: actions as i64,
+            late: kind.late,
         }));
+    }
+
+    /// The rule named `name`.
+    pub(super) fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| &*r.name == name)
     }
 }

@@ -1,11 +1,14 @@
 //! The rule thread: Rhai evaluation is synchronous and CPU-bound, so rules run on one dedicated OS
 //! thread (never on a tokio worker), taking events in arrival order and handing outputs to the actions
-//! stage. It ends when its input closes, after handing over everything.
+//! stage. The same thread drains the scheduler: it waits for the next event or the next deadline,
+//! whichever comes first. It ends when its input closes, after handing over everything.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::set::RuleSet;
@@ -23,33 +26,102 @@ pub const OUTPUT_CAPACITY: usize = 4_096;
 /// builds.
 pub const STACK_SIZE: usize = 16 * 1024 * 1024;
 
+/// Longest sleep between two looks at the wall clock. A Pi has no real-time clock and its time jumps
+/// when NTP syncs after boot; waking this often keeps timers true to the wall clock anyway.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a rule file must stay unchanged before it is reloaded: one save is often several file
+/// events (write, then close; or a temp file renamed), and a half-written file must not be compiled.
+const RELOAD_SETTLE: Duration = Duration::from_millis(100);
+
 /// The rule thread's work.
 pub struct RuleWorker {
     pub rules_dir: PathBuf,
     pub rules: RuleSet,
-    pub input: mpsc::Receiver<Event>,
+    /// A flume channel: the async subscriber sends, this thread waits with a timeout.
+    pub input: flume::Receiver<Event>,
     pub output: mpsc::Sender<Output>,
+    /// Told once the rules are loaded and `on_start` has run.
+    pub ready: Option<oneshot::Sender<()>>,
 }
 
 impl RuleWorker {
-    /// Loads the rules, then runs events until the input closes. Blocking: call on its own thread.
+    /// Loads the rules, then runs events and deadlines until the input closes. Blocking: call on its own
+    /// thread.
     pub fn run(mut self) {
         self.load();
-        while let Some(event) = self.input.blocking_recv() {
-            // A panic in a binding or in Rhai must cost one event, not every rule from now on.
-            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| self.rules.handle(&event)));
-            let Ok(outputs) = handled else {
-                error!("a rule run panicked; the event was skipped and rules go on");
-                continue;
-            };
-            for output in outputs {
-                if self.output.blocking_send(output).is_err() {
-                    error!("the actions stage is gone; rule outputs can no longer be performed");
-                    return;
+        let mut reloads: HashMap<PathBuf, Instant> = HashMap::new();
+        loop {
+            let now = self.rules.clock.now();
+            let due = self.guarded(|rules| rules.fire_due(now));
+            if !self.send(due) {
+                return;
+            }
+            if !self.reload_settled(&mut reloads) {
+                return;
+            }
+            let mut wait = self.rules.next_due().map_or(MAX_WAIT, |at| {
+                Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(MAX_WAIT)
+            });
+            if let Some(settles) = reloads.values().min() {
+                wait = wait.min(settles.saturating_duration_since(Instant::now()));
+            }
+            let event = match self.input.recv_timeout(wait) {
+                Ok(Event::RuleFile(path)) => {
+                    reloads.insert(path, Instant::now() + RELOAD_SETTLE);
+                    continue;
                 }
+                Ok(event) => event,
+                Err(flume::RecvTimeoutError::Timeout) => continue,
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            };
+            let is_start = matches!(event, Event::Start);
+            let outputs = self.guarded(|rules| rules.handle(&event));
+            if !self.send(outputs) {
+                return;
+            }
+            if is_start && let Some(ready) = self.ready.take() {
+                let _ = ready.send(());
             }
         }
         info!("rules stopped");
+    }
+
+    /// Reloads the files whose last change is [`RELOAD_SETTLE`] old. False when the actions stage is gone.
+    fn reload_settled(&mut self, reloads: &mut HashMap<PathBuf, Instant>) -> bool {
+        let now = Instant::now();
+        let settled: Vec<PathBuf> = reloads
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in settled {
+            reloads.remove(&path);
+            let outputs = self.guarded(|rules| rules.handle(&Event::RuleFile(path)));
+            if !self.send(outputs) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A panic in a binding or in Rhai must cost one event, not every rule from now on.
+    fn guarded(&mut self, work: impl FnOnce(&mut RuleSet) -> Vec<Output>) -> Vec<Output> {
+        let rules = &mut self.rules;
+        std::panic::catch_unwind(AssertUnwindSafe(|| work(rules))).unwrap_or_else(|_| {
+            error!("a rule run panicked; the event was skipped and rules go on");
+            Vec::new()
+        })
+    }
+
+    fn send(&self, outputs: Vec<Output>) -> bool {
+        for output in outputs {
+            if self.output.blocking_send(output).is_err() {
+                error!("the actions stage is gone; rule outputs can no longer be performed");
+                return false;
+            }
+        }
+        true
     }
 
     fn load(&mut self) {

@@ -74,6 +74,17 @@ pub struct Store {
 impl Store {
     /// Opens (creating it if needed) and migrates the database at `path`.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        // FULL: a message is acknowledged to the broker after its commit, so the commit must survive a
+        // power cut (a Pi's usual crash), not only a process crash. One fsync per batch.
+        Store::open_with(path, SqliteSynchronous::Full).await
+    }
+
+    /// Opens a throwaway history (scenario tests, replay) without fsyncs: nothing in it must survive.
+    pub async fn open_scratch(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, SqliteSynchronous::Off).await
+    }
+
+    async fn open_with(path: &Path, synchronous: SqliteSynchronous) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
@@ -84,9 +95,7 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a message is acknowledged to the broker after its commit, so the commit must
-            // survive a power cut (a Pi's usual crash), not only a process crash. One fsync per batch.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(BUSY_TIMEOUT)
             // Takes effect in a new file (before the first table): the retention purge can then give
             // freed pages back, so the file stops growing once retention is reached.

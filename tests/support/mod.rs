@@ -49,6 +49,8 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     /// `RUST_LOG` of the binary; default `info,rumqttd=off`.
     pub log_level: Option<String>,
+    /// More top-level config sections (e.g. `gpio:`, `metrics:`), appended as written.
+    pub extra_config: String,
 }
 
 impl Setup {
@@ -83,6 +85,7 @@ impl Setup {
             probe_login: None,
             env: Vec::new(),
             log_level: None,
+            extra_config: String::new(),
         }
     }
 
@@ -104,13 +107,14 @@ impl Setup {
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}{extra}",
             port = self.port,
             id = self.client_id,
             embedded = self.embedded,
             options = self.rules_options,
             db = self.db,
             mqtt = self.mqtt_options,
+            extra = self.extra_config,
         );
         let path = self.config_path();
         std::fs::write(&path, text).expect("write config");
@@ -134,9 +138,17 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine and waits until it stores what it receives.
     pub async fn start(setup: Setup) -> Engine {
+        Engine::start_with(setup, None).await
+    }
+
+    /// Like `start`, with the relays driven by `backend`.
+    pub async fn start_with(
+        setup: Setup,
+        backend: Option<Arc<dyn homewright::gpio::RelayBackend>>,
+    ) -> Engine {
         let config = config::load(&setup.write_config()).expect("valid config");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::run(config, shutdown.clone()));
+        let task = tokio::spawn(app::run_with(config, shutdown.clone(), backend));
         let engine = Engine {
             setup,
             shutdown,
@@ -175,6 +187,13 @@ impl Process {
         process
     }
 
+    /// Like `start`, with the engine's log written to `log` (to check what it says).
+    pub async fn start_with_log(setup: &Setup, log: Option<&Path>) -> Process {
+        let process = Process::spawn(setup, log);
+        setup.wait_until_ingesting().await;
+        process
+    }
+
     /// Starts `homewright run -c CONFIG` without waiting for a broker; its stderr (the log) is appended
     /// to `log` when given, else inherited.
     pub fn spawn(setup: &Setup, log: Option<&Path>) -> Process {
@@ -189,7 +208,7 @@ impl Process {
             ),
             None => Stdio::inherit(),
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_homewright"))
+        let child = crate::support::homewright_command()
             .args(["run", "-c"])
             .arg(&config)
             .env(
@@ -367,6 +386,20 @@ impl Client {
             .expect("publish");
     }
 
+    /// The next message received on `topic` within `timeout`, if one comes.
+    pub async fn try_next_on(&self, topic: &str, timeout: Duration) -> Option<Publish> {
+        let mut received = self.received.lock().await;
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, received.recv()).await {
+                Ok(Some(p)) if p.topic == topic => return Some(p),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// The next message received on `topic`, skipping others.
     pub async fn next_on(&self, topic: &str, timeout: Duration) -> Publish {
         let mut received = self.received.lock().await;
@@ -385,5 +418,30 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A command running the `homewright` binary under test. Where `HOMEWRIGHT_TEST_RUNNER` is set (as
+/// `scripts/cross-check` sets it to `qemu-aarch64 -L /usr/aarch64-linux-gnu`), the binary runs under it:
+/// a cross-built binary cannot be spawned directly without binfmt_misc.
+pub fn homewright_command() -> Command {
+    let binary = env!("CARGO_BIN_EXE_homewright");
+    match std::env::var("HOMEWRIGHT_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut command = Command::new(words.next().unwrap_or("env"));
+            command.args(words).arg(binary);
+            command
+        }
+        _ => Command::new(binary),
+    }
+}
+
+/// A cell as text, for comparing rows.
+pub fn text(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Text(t) => t.clone(),
+        SqlValue::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
     }
 }

@@ -3,7 +3,9 @@
 
 mod actions;
 mod message;
+mod relays;
 mod state;
+mod timers;
 mod triggers;
 
 use std::sync::Arc;
@@ -21,6 +23,8 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Deadline>)
     triggers::register(engine, host);
     actions::register(engine, host);
     state::register(engine, host, deadline);
+    timers::register(engine, host);
+    relays::register(engine, host);
 }
 
 /// A runtime error at the position of the call being made.

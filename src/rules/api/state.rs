@@ -7,7 +7,6 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Map, NativeCallContext};
 
 use super::error_at;
 use super::message::RuleMessage;
-use crate::event::now_millis;
 use crate::rules::engine::Deadline;
 use crate::rules::host::Host;
 use crate::store::SqlValue;
@@ -68,7 +67,8 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Dea
             });
         }
     }
-    engine.register_fn("now", || now_millis() as INT);
+    let clock = Arc::clone(host);
+    engine.register_fn("now", move || clock.now() as INT);
 }
 
 fn to_sql(value: &Dynamic) -> Result<SqlValue, String> {

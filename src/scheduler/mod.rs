@@ -1,0 +1,83 @@
+//! The scheduler: a time-ordered queue of what is due next (recurring triggers and one-shot timers),
+//! the [`Clock`] it is read against, and the calendars of recurring triggers ([`spec`]).
+//!
+//! The queue is drained by the rule thread itself, which sleeps until the earliest deadline or the next
+//! event, whichever comes first: timers and messages are then handled in one order on one thread, so a
+//! timer can never race the rule that set or cancelled it.
+
+pub mod clock;
+pub mod spec;
+pub mod when;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use clock::Clock;
+pub use spec::{Location, Recurrence, Sun};
+
+/// What falls due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// The recurring trigger number `index` of `rule`.
+    Trigger { rule: Arc<str>, index: usize },
+    /// The one-shot timer `id` (skipped when it was cancelled in the meantime).
+    Timer { id: i64 },
+    /// A relay's on_for or max_on deadline (skipped when it is stale).
+    Relay { name: Arc<str> },
+}
+
+/// Deadlines in time order; equal deadlines keep the order they were added in.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    queue: BTreeMap<(i64, u64), Due>,
+    sequence: u64,
+}
+
+impl Schedule {
+    /// Adds `due` at `at` (unix ms).
+    pub fn insert(&mut self, at: i64, due: Due) {
+        self.sequence += 1;
+        self.queue.insert((at, self.sequence), due);
+    }
+
+    /// The earliest deadline, if any.
+    pub fn next(&self) -> Option<i64> {
+        self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Takes the earliest entry if it is due at `now`.
+    pub fn pop_due(&mut self, now: i64) -> Option<(i64, Due)> {
+        let entry = self.queue.first_entry()?;
+        if entry.key().0 > now {
+            return None;
+        }
+        let ((at, _), due) = entry.remove_entry();
+        Some((at, due))
+    }
+
+    /// Forgets the recurring triggers of `rule` (before it is loaded again).
+    pub fn remove_rule(&mut self, rule: &str) {
+        self.queue
+            .retain(|_, due| !matches!(due, Due::Trigger { rule: r, .. } if &**r == rule));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_come_out_in_time_order_and_only_when_due() {
+        let mut schedule = Schedule::default();
+        schedule.insert(30, Due::Timer { id: 3 });
+        schedule.insert(10, Due::Timer { id: 1 });
+        schedule.insert(10, Due::Timer { id: 2 });
+        assert_eq!(schedule.next(), Some(10));
+        assert_eq!(schedule.pop_due(5), None);
+        assert_eq!(schedule.pop_due(10), Some((10, Due::Timer { id: 1 })));
+        assert_eq!(schedule.pop_due(10), Some((10, Due::Timer { id: 2 })));
+        assert_eq!(schedule.pop_due(29), None);
+        assert_eq!(schedule.pop_due(100), Some((30, Due::Timer { id: 3 })));
+        assert_eq!(schedule.next(), None);
+    }
+}

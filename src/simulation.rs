@@ -1,0 +1,289 @@
+//! Rules on virtual time, with a real history file and no broker: what scheduler tests, and later
+//! `homewright test` and `replay`, drive. Messages go into the history as ingest would store them,
+//! outputs are recorded as the actions stage would record them (but nothing is published), and time
+//! moves only when the driver moves it.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::actions::recorder;
+use crate::actions::recorder::Record;
+use crate::config::gpio::GpioConfig;
+use crate::event::{Action, Event, Message, Output, RuleRun};
+use crate::gpio::model::RelayModel;
+use crate::rules::{Diagnostic, Limits, RuleSet, Services};
+use crate::scheduler::{Clock, Location};
+use crate::store::audit::AuditBatch;
+use crate::store::{HistoryReader, Store, StoreError};
+
+/// Why a simulation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the async runtime for the history: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot read the rules directory {dir}: {source}")]
+    Rules { dir: String, source: std::io::Error },
+}
+
+/// Which rule files a simulation loads.
+#[derive(Debug, Clone, Copy)]
+pub enum RuleSource<'a> {
+    /// Every `*.rhai` of a directory.
+    Dir(&'a Path),
+    /// These files.
+    Files(&'a [std::path::PathBuf]),
+}
+
+/// A run of the rules on a virtual clock.
+pub struct Simulation {
+    rules: RuleSet,
+    clock: Clock,
+    store: Store,
+    runtime: tokio::runtime::Runtime,
+    log: Vec<Output>,
+    /// Rule files that did not load.
+    pub problems: Vec<Diagnostic>,
+    /// Whether outputs are written to the history (off for replay, which reads only what it prints).
+    record_to_history: bool,
+    base_topic: String,
+}
+
+/// What a simulation runs with besides its rules.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub location: Location,
+    pub limits: Limits,
+    /// The relays (driven by no backend: their state is the model's).
+    pub gpio: GpioConfig,
+    /// Where relay state topics live.
+    pub base_topic: String,
+    /// A history without fsyncs, for scenario tests and replay, where nothing must survive.
+    pub scratch: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            location: Location::default(),
+            limits: Limits {
+                max_operations: 1_000_000,
+                timeout: std::time::Duration::from_secs(1),
+                max_string_size: 4 << 20,
+            },
+            gpio: GpioConfig::default(),
+            base_topic: "homewright".into(),
+            scratch: false,
+        }
+    }
+}
+
+impl Simulation {
+    /// Opens (or creates) the history at `db`, loads the rules of `rules_dir` with what an earlier run
+    /// persisted there, and starts them at `start` (unix ms).
+    pub fn start(
+        db: &Path,
+        rules_dir: &Path,
+        location: Location,
+        limits: Limits,
+        start: i64,
+    ) -> Result<Simulation, SimulationError> {
+        let options = Options {
+            location,
+            limits,
+            ..Options::default()
+        };
+        Simulation::start_with(db, RuleSource::Dir(rules_dir), options, start)
+    }
+
+    /// Like [`Simulation::start`], with the rule files chosen one by one, and optionally a scratch
+    /// history (no fsyncs: for scenario tests and replay, where nothing must survive).
+    pub fn start_with(
+        db: &Path,
+        source: RuleSource<'_>,
+        options: Options,
+        start: i64,
+    ) -> Result<Simulation, SimulationError> {
+        let Options {
+            location,
+            limits,
+            gpio,
+            base_topic,
+            scratch,
+        } = options;
+        // Handle::block_on from the rule side needs a runtime whose drivers run on their own thread.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(SimulationError::Runtime)?;
+        let (store, reader, persisted) = runtime.block_on(async {
+            let store = if scratch {
+                Store::open_scratch(db).await?
+            } else {
+                Store::open(db).await?
+            };
+            let reader = HistoryReader::open(db).await?;
+            let persisted = store.load_persisted().await?;
+            Ok::<_, StoreError>((store, reader, persisted))
+        })?;
+        let clock = Clock::virtual_at(start);
+        let services = Services {
+            reader,
+            runtime: runtime.handle().clone(),
+        };
+        let relays = RelayModel::start_states(&gpio, &persisted.relays, start);
+        let mut rules = RuleSet::new(limits, Some(services), persisted, clock.clone(), location);
+        rules.set_relays(gpio, &base_topic, relays);
+        let problems = match source {
+            RuleSource::Dir(dir) => rules.load_dir(dir).map_err(|source| SimulationError::Rules {
+                dir: dir.display().to_string(),
+                source,
+            })?,
+            RuleSource::Files(files) => files.iter().filter_map(|f| rules.load_file(f).err()).collect(),
+        };
+        let mut simulation = Simulation {
+            rules,
+            clock,
+            store,
+            runtime,
+            log: Vec::new(),
+            problems,
+            record_to_history: true,
+            base_topic,
+        };
+        let outputs = simulation.rules.handle(&Event::Start);
+        simulation.record(outputs)?;
+        Ok(simulation)
+    }
+
+    /// The virtual time, unix ms.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// A message arrives now: stored as ingest would, then offered to the rules.
+    pub fn publish(&mut self, topic: &str, payload: impl Into<Bytes>) -> Result<(), StoreError> {
+        let message = Message {
+            ts: self.now(),
+            topic: topic.to_string(),
+            payload: payload.into(),
+            qos: 1,
+            retain: false,
+            dup: false,
+        };
+        self.deliver(message)
+    }
+
+    /// A recorded message arrives at its own time: timers due before it fire first.
+    pub fn deliver(&mut self, message: Message) -> Result<(), StoreError> {
+        self.advance_to(message.ts)?;
+        self.runtime.block_on(self.store.insert_messages(&[&message]))?;
+        let outputs = self.rules.handle(&Event::Message(message));
+        self.record(outputs)
+    }
+
+    /// The value a rule stored under `key` with `store_set`, as JSON.
+    pub fn stored(&self, key: &str) -> Option<serde_json::Value> {
+        self.rules.stored(key)
+    }
+
+    /// The rules that loaded.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Moves the clock to `at`, running every trigger and timer due on the way at its own time.
+    pub fn advance_to(&mut self, at: i64) -> Result<(), StoreError> {
+        let outputs = self.rules.advance_to(at);
+        self.record(outputs)
+    }
+
+    /// Moves the clock forward by `millis`.
+    pub fn advance(&mut self, millis: i64) -> Result<(), StoreError> {
+        self.advance_to(self.now() + millis)
+    }
+
+    /// Everything the rules produced so far, in order.
+    pub fn outputs(&self) -> &[Output] {
+        &self.log
+    }
+
+    /// Takes what the rules produced so far out of the log (a long replay need not keep it all).
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.log)
+    }
+
+    /// What the rules published so far: (virtual time, topic, payload as text). A relay switch shows as
+    /// the publish of its state topic, as the actions stage would make it.
+    pub fn published(&self) -> Vec<(i64, String, String)> {
+        self.log
+            .iter()
+            .filter_map(|o| match o {
+                Output::Action {
+                    ts,
+                    action: Action::Publish { topic, payload, .. },
+                    ..
+                } => Some((*ts, topic.clone(), String::from_utf8_lossy(payload).into_owned())),
+                Output::Action {
+                    ts,
+                    action: Action::Relay { name, on, .. },
+                    ..
+                } => {
+                    let state = if *on { "ON" } else { "OFF" };
+                    Some((
+                        *ts,
+                        format!("{}/relay/{name}", self.base_topic),
+                        state.to_string(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether relay `name` is on (`None`: no such relay).
+    pub fn relay_is_on(&self, name: &str) -> Option<bool> {
+        self.rules.relay_is_on(name)
+    }
+
+    /// The traces of every run so far.
+    pub fn runs(&self) -> Vec<&RuleRun> {
+        self.log
+            .iter()
+            .filter_map(|o| match o {
+                Output::Run(run) => Some(run),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops, as the service would: everything recorded is already in the history.
+    pub fn stop(self) {
+        self.runtime.block_on(self.store.close());
+    }
+
+    /// Stops writing outputs to the history (they are still kept in the log).
+    pub fn stop_recording(&mut self) {
+        self.record_to_history = false;
+    }
+
+    /// Writes outputs to the history as the actions stage's recorder would, then keeps them in the log.
+    fn record(&mut self, outputs: Vec<Output>) -> Result<(), StoreError> {
+        if !self.record_to_history {
+            self.log.extend(outputs);
+            return Ok(());
+        }
+        let mut batch = AuditBatch::default();
+        for output in &outputs {
+            recorder::add(&mut batch, Record::of(output.clone()));
+        }
+        if !batch.is_empty() {
+            self.runtime.block_on(self.store.write_audit(&batch))?;
+        }
+        self.log.extend(outputs);
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! Relays with the simulated backend: timed switches across restarts, interlocks, max_on, MQTT
+//! commands and the CLI, and what the pins do at start and stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use homewright::config::gpio::{GpioConfig, OnStop, RelayConfig};
+use homewright::gpio::simulated::SimulatedBackend;
+use homewright::simulation::{Options, RuleSource, Simulation};
+use rumqttc::QoS;
+
+use crate::support::{Client, Engine, Process, Setup, eventually, query};
+
+const MINUTE: i64 = 60_000;
+/// 2026-05-04 12:00 UTC.
+const START: i64 = 1_777_896_000_000;
+
+fn relay(name: &str, pin: u8) -> RelayConfig {
+    RelayConfig {
+        name: name.into(),
+        pin,
+        active_low: false,
+        initial: false,
+        max_on: None,
+        interlock: vec![],
+        on_stop: OnStop::Off,
+        restore: false,
+    }
+}
+
+fn gpio() -> GpioConfig {
+    let mut heater = relay("heater", 27);
+    heater.interlock = vec!["cooler".into()];
+    heater.max_on = Some(Duration::from_secs(3_600));
+    GpioConfig {
+        relays: vec![relay("cooler", 22), heater, relay("pump", 5)],
+        ..Default::default()
+    }
+}
+
+struct House {
+    dir: tempfile::TempDir,
+}
+
+impl House {
+    fn new(rule: &str) -> House {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/control.rhai"), rule).unwrap();
+        House { dir }
+    }
+
+    fn start(&self, at: i64) -> Simulation {
+        let options = Options {
+            gpio: gpio(),
+            ..Options::default()
+        };
+        let rules = [self.dir.path().join("rules/control.rhai")];
+        let sim = Simulation::start_with(
+            &self.dir.path().join("history.db"),
+            RuleSource::Files(&rules),
+            options,
+            at,
+        )
+        .unwrap();
+        assert!(sim.problems.is_empty(), "{:?}", sim.problems);
+        sim
+    }
+}
+
+const PUMP: &str = r#"on_message("water", |msg| { relay("pump").on_for("5m"); });"#;
+
+#[test]
+fn on_for_switches_off_after_5_minutes_and_a_second_call_at_4_extends_it_to_9() {
+    let house = House::new(PUMP);
+    let mut sim = house.start(START);
+    sim.publish("water", "").unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(true));
+    sim.advance(4 * MINUTE).unwrap();
+    sim.publish("water", "").unwrap();
+    sim.advance(4 * MINUTE + 59_000).unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(true), "still on at 8:59");
+    sim.advance(1_000).unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(false), "off at 9:00");
+    let states: Vec<(i64, String)> = sim
+        .published()
+        .into_iter()
+        .filter(|(_, t, _)| t == "homewright/relay/pump")
+        .map(|(at, _, p)| (at, p))
+        .collect();
+    assert_eq!(states.last(), Some(&(START + 9 * MINUTE, "OFF".to_string())));
+}
+
+#[test]
+fn the_extended_on_for_also_holds_across_a_restart() {
+    let house = House::new(PUMP);
+    let mut sim = house.start(START);
+    sim.publish("water", "").unwrap();
+    sim.advance(4 * MINUTE).unwrap();
+    sim.publish("water", "").unwrap();
+    sim.advance(MINUTE).unwrap();
+    sim.stop();
+
+    let mut sim = house.start(START + 6 * MINUTE);
+    assert_eq!(
+        sim.relay_is_on("pump"),
+        Some(true),
+        "on again after the restart: its off is still pending"
+    );
+    sim.advance_to(START + 9 * MINUTE - 1).unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(true));
+    sim.advance_to(START + 9 * MINUTE).unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(false));
+}
+
+#[test]
+fn the_interlock_refuses_the_heater_while_the_cooler_is_on_and_max_on_forces_it_off() {
+    let house = House::new(
+        r#"on_message("cool", |msg| { relay("cooler").on(); });
+           on_message("warm", |msg| { let ok = relay("heater").on(); publish("heater/accepted", `${ok}`); });
+           on_message("stop", |msg| { relay("cooler").off(); });"#,
+    );
+    let mut sim = house.start(START);
+    sim.publish("cool", "").unwrap();
+    sim.publish("warm", "").unwrap();
+    assert_eq!(sim.relay_is_on("heater"), Some(false));
+    sim.publish("stop", "").unwrap();
+    sim.publish("warm", "").unwrap();
+    assert_eq!(sim.relay_is_on("heater"), Some(true));
+    let accepted: Vec<String> = sim
+        .published()
+        .into_iter()
+        .filter(|(_, t, _)| t == "heater/accepted")
+        .map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(accepted, ["false", "true"]);
+    sim.advance(60 * MINUTE).unwrap();
+    assert_eq!(sim.relay_is_on("heater"), Some(false), "max_on: 1h");
+}
+
+#[test]
+fn a_set_message_switches_a_relay_and_its_state_follows_and_a_bad_command_changes_nothing() {
+    let house = House::new("let x = 1;");
+    let mut sim = house.start(START);
+    sim.publish("homewright/relay/pump/set", "on").unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(true));
+    sim.publish("homewright/relay/pump/set", "Toggle").unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(false));
+    let before = sim.published().len();
+    sim.publish("homewright/relay/pump/set", "explode").unwrap();
+    assert_eq!(sim.relay_is_on("pump"), Some(false));
+    assert_eq!(sim.published().len(), before, "a bad command publishes nothing");
+    let states: Vec<String> = sim
+        .published()
+        .into_iter()
+        .filter(|(_, t, _)| t == "homewright/relay/pump")
+        .map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(states, ["OFF", "ON", "OFF"], "start, on, toggle");
+}
+
+const GPIO_SECTION: &str = "gpio:\n  backend: simulated\n  relays:\n    porch: { pin: 17, active_low: true }\n    fan: { pin: 4, initial: on }\n    cooler: { pin: 22, initial: on, on_stop: hold }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_each_relay_in_its_on_stop_state_and_active_low_inverts_only_the_level() {
+    let backend = Arc::new(SimulatedBackend::with_levels(&[
+        (17, true),
+        (4, true),
+        (22, true),
+    ]));
+    let mut setup = Setup::embedded().rule(
+        "porch",
+        r#"on_message("motion", |msg| { relay("porch").on(); });"#,
+    );
+    setup.extra_config = GPIO_SECTION.into();
+    let engine = Engine::start_with(setup, Some(Arc::new(Arc::clone(&backend)))).await;
+    let client = Client::connect(engine.setup.port, "relay-watch").await;
+    client.subscribe("homewright/relay/porch").await;
+    assert_eq!(
+        &client
+            .next_on("homewright/relay/porch", Duration::from_secs(10))
+            .await
+            .payload[..],
+        b"OFF"
+    );
+    client.publish("motion", "", QoS::AtLeastOnce, false).await;
+    assert_eq!(
+        &client
+            .next_on("homewright/relay/porch", Duration::from_secs(10))
+            .await
+            .payload[..],
+        b"ON"
+    );
+    let setup = engine.stop().await;
+
+    let writes: Vec<(u8, bool)> = backend.writes().iter().map(|w| (w.pin, w.high)).collect();
+    let of = |pin: u8| {
+        writes
+            .iter()
+            .filter(|(p, _)| *p == pin)
+            .map(|(_, high)| *high)
+            .collect::<Vec<_>>()
+    };
+    // porch is active-low: off is high (at open and at start), on is low, and the stop drives it high.
+    assert_eq!(of(17), [true, true, false, true]);
+    // fan (initial on, on_stop off): on at open and start, off at stop.
+    assert_eq!(of(4), [true, true, false]);
+    // cooler (on_stop: hold): never written at stop.
+    assert_eq!(of(22), [true, true]);
+    let db = setup.db_path();
+    let stop = query(
+        &db,
+        "SELECT target, value, cause FROM actions WHERE cause = 'shutdown' ORDER BY target",
+    )
+    .await;
+    assert_eq!(stop.rows.len(), 2, "{stop:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_command_switches_through_the_running_service() {
+    let mut setup = Setup::embedded();
+    setup.extra_config = GPIO_SECTION.into();
+    let engine = Process::start(&setup).await;
+    let run = |args: &[&str]| {
+        let output = crate::support::homewright_command()
+            .current_dir(setup.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["relay", "porch", "on"]);
+    assert_eq!((code, out.as_str()), (Some(0), "porch is ON\n"), "{err}");
+    let (code, out, _) = run(&["relay", "porch", "toggle"]);
+    assert_eq!((code, out.as_str()), (Some(0), "porch is OFF\n"));
+    let (code, _, err) = run(&["relay", "garage", "on"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("there is no relay `garage`"), "{err}");
+    let db = setup.db_path();
+    eventually("the CLI switches recorded", Duration::from_secs(10), || async {
+        let rows = query(&db, "SELECT value FROM actions WHERE cause = 'cli' ORDER BY id")
+            .await
+            .rows;
+        (rows.len() == 2).then_some(())
+    })
+    .await;
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
+}

@@ -1,0 +1,162 @@
+//! The engine as systemd runs it: the real binary, a notify socket of our own standing in for
+//! systemd's, and its stderr read back as the journal (or a tool) would.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::UnixDatagram;
+
+use crate::support::{Process, Setup};
+
+/// How long to wait for one notification before failing (a hang guard, not a timing assertion).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A `homewright run` with NOTIFY_SOCKET set, its stderr going to a file.
+struct Service {
+    process: Process,
+    socket: UnixDatagram,
+    stderr: PathBuf,
+}
+
+impl Service {
+    fn start(setup: &Setup, args: &[&str], env: &[(&str, String)]) -> Service {
+        let config = setup.write_config();
+        let socket_path = setup.dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+        let stderr = setup.dir.path().join("stderr.log");
+        let child = crate::support::homewright_command()
+            .args(args)
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start homewright");
+        Service {
+            process: Process { child },
+            socket,
+            stderr,
+        }
+    }
+
+    /// Reads notifications until one contains `wanted`; returns every line read on the way.
+    async fn until(&self, wanted: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let received = tokio::time::timeout(PATIENCE, self.socket.recv(&mut buffer)).await;
+            let n = received
+                .unwrap_or_else(|_| panic!("no {wanted} within {PATIENCE:?}; got {seen:?}"))
+                .expect("recv");
+            let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            let done = text.lines().any(|line| line == wanted);
+            seen.extend(text.lines().map(str::to_string));
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Sends SIGTERM, waits for STOPPING=1 and the exit, and returns stderr.
+    async fn stop(self) -> String {
+        self.process.signal("TERM");
+        self.until("STOPPING=1").await;
+        assert_eq!(
+            self.process.wait().await,
+            Some(0),
+            "homewright exits 0 on SIGTERM"
+        );
+        std::fs::read_to_string(&self.stderr).expect("read stderr")
+    }
+}
+
+#[tokio::test]
+async fn run_notifies_ready_then_watchdog_then_stopping() {
+    let setup = Setup::embedded();
+    // 200 ms: pings every 100 ms, so the test sees one quickly.
+    let service = Service::start(&setup, &[], &[("WATCHDOG_USEC", "200000".into())]);
+    let before_ready = service.until("READY=1").await;
+    assert!(
+        !before_ready.iter().any(|l| l == "WATCHDOG=1"),
+        "{before_ready:?}"
+    );
+    service.until("WATCHDOG=1").await;
+    service.until("WATCHDOG=1").await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let setup = Setup::embedded();
+    let service = Service::start(&setup, &["--log-format", "json"], &[]);
+    service.until("READY=1").await;
+    let stderr = service.stop().await;
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let stopped = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "stopped")
+        .unwrap_or_else(|| panic!("no `stopped` line in {stderr}"));
+    assert_eq!(stopped["level"], "INFO");
+    assert!(stopped["timestamp"].is_string(), "{stopped}");
+    let opened = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "history opened")
+        .unwrap_or_else(|| panic!("no `history opened` line in {stderr}"));
+    assert!(opened["fields"]["database"].is_string(), "{opened}");
+}
+
+#[tokio::test]
+async fn under_journald_lines_carry_a_priority_and_no_timestamp_or_colour() {
+    let setup = Setup::embedded();
+    // JOURNAL_STREAM names the file stderr goes to, as systemd does for its journal stream.
+    let stderr_path = setup.dir.path().join("stderr.log");
+    std::fs::write(&stderr_path, "").expect("create stderr file");
+    let stream = journal_stream(&stderr_path);
+    let service = Service::start(&setup, &[], &[("JOURNAL_STREAM", stream)]);
+    service.until("READY=1").await;
+    let stderr = service.stop().await;
+    assert!(stderr.lines().count() > 3, "{stderr}");
+    for line in stderr.lines() {
+        let rest = line
+            .strip_prefix("<6>")
+            .or_else(|| line.strip_prefix("<4>"))
+            .or_else(|| line.strip_prefix("<3>"))
+            .unwrap_or_else(|| panic!("no syslog priority prefix: {line:?}"));
+        assert!(!rest.contains('\u{1b}'), "colour escape in {line:?}");
+        assert!(
+            !rest.starts_with(|c: char| c.is_ascii_digit()),
+            "timestamp in {line:?}"
+        );
+    }
+    assert!(stderr.contains("<6>stopped"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_journal_stream_of_another_file_means_plain_text_with_timestamps() {
+    let setup = Setup::embedded();
+    let other = setup.dir.path().join("not-stderr");
+    std::fs::write(&other, "").expect("create file");
+    let service = Service::start(&setup, &[], &[("JOURNAL_STREAM", journal_stream(&other))]);
+    service.until("READY=1").await;
+    let stderr = service.stop().await;
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with("20"), "expected a timestamp first: {first:?}");
+    assert!(!stderr.contains('\u{1b}'), "colour on a file: {stderr}");
+}
+
+/// `DEVICE:INODE` of a file, as systemd writes JOURNAL_STREAM.
+fn journal_stream(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).expect("stat");
+    format!("{}:{}", metadata.dev(), metadata.ino())
+}
