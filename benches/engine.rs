@@ -336,12 +336,14 @@ impl Mosquitto {
             .stderr(log)
             .spawn()
             .expect("mosquitto must be installed (apt-get install mosquitto)");
+        let mosquitto = Mosquitto { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Mosquitto { child, port };
+                return mosquitto;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        drop(mosquitto);
         panic!("mosquitto did not listen on {port}");
     }
 }
@@ -370,6 +372,9 @@ fn client(port: u16, id: &str, clean: bool) -> (AsyncClient, EventLoop) {
     (client, eventloop)
 }
 
+/// Called with each publish a bench client receives.
+type OnMessage = Arc<dyn Fn(&rumqttc::Publish) + Send + Sync>;
+
 /// Counts received publishes; `last_ns` is when the latest arrived, since `base`.
 struct Counter {
     base: Instant,
@@ -384,7 +389,7 @@ async fn subscriber(
     filter: &str,
     qos: QoS,
     echo: bool,
-    on_message: Option<Arc<dyn Fn(&rumqttc::Publish) + Send + Sync>>,
+    on_message: Option<OnMessage>,
 ) -> (Arc<Counter>, AsyncClient, tokio::task::JoinHandle<()>) {
     let id = format!("bench-sub-{}", free_port());
     let (client, mut eventloop) = client(port, &id, true);
@@ -703,6 +708,20 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    /// A benchmark that fails half-way must not leave engines running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(self.pid.to_string())
+                .status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 async fn reader(db: &Path) -> SqlitePool {
     SqlitePoolOptions::new()
         .max_connections(1)
@@ -893,8 +912,15 @@ async fn start_with(program: &Path, config: &Path, port: u16, id: &str, db: &Pat
         .unwrap();
     let _ = status_client.disconnect().await;
     status_task.abort();
+    // The engine is the tracer's child: signals go to it, since a tracer that is told to stop detaches
+    // and leaves its tracee running.
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let pid = std::fs::read_to_string(children)
+        .ok()
+        .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(child.id());
     let engine = Engine {
-        pid: child.id(),
+        pid,
         child,
         client_id: id.to_string(),
         port,

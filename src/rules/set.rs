@@ -383,3 +383,77 @@ impl RuleSet {
         self.rules.iter().find(|r| &*r.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn limits() -> Limits {
+        Limits {
+            max_operations: 100_000,
+            timeout: Duration::from_secs(1),
+            max_string_size: 1 << 20,
+        }
+    }
+
+    fn runs_for(rules: &mut RuleSet, topic: &str) -> Vec<String> {
+        let event = Event::Message(Message {
+            ts: 1,
+            topic: topic.into(),
+            payload: Bytes::from_static(b"{\"t\": 1}"),
+            qos: 0,
+            retain: false,
+        });
+        rules
+            .handle(&event)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Run(run) => Some(run.rule.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn remembered_routes_follow_rules_that_are_added_changed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rules = RuleSet::new(
+            limits(),
+            None,
+            Persisted::default(),
+            Clock::Wall,
+            Location::default(),
+        );
+        let a = dir.path().join("a.rhai");
+        std::fs::write(&a, "on_message(\"home/+/t\", |msg| msg.json);\n").unwrap();
+        rules.load_file(&a).unwrap();
+        assert_eq!(runs_for(&mut rules, "home/x/t"), ["a"]);
+        assert!(runs_for(&mut rules, "garden/t").is_empty());
+
+        let b = dir.path().join("b.rhai");
+        std::fs::write(&b, "on_message(\"garden/#\", |msg| msg.json);\n").unwrap();
+        rules.load_file(&b).unwrap();
+        assert_eq!(
+            runs_for(&mut rules, "garden/t"),
+            ["b"],
+            "a topic seen before the rule came"
+        );
+
+        std::fs::write(&a, "on_message(\"garden/t\", |msg| msg.json);\n").unwrap();
+        rules.load_file(&a).unwrap();
+        assert!(
+            runs_for(&mut rules, "home/x/t").is_empty(),
+            "the old filter is gone"
+        );
+        assert_eq!(
+            runs_for(&mut rules, "garden/t"),
+            ["b", "a"],
+            "rule order: load order"
+        );
+
+        std::fs::remove_file(&b).unwrap();
+        rules.handle(&Event::RuleFile(b));
+        assert_eq!(runs_for(&mut rules, "garden/t"), ["a"]);
+    }
+}
