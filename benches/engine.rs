@@ -1090,7 +1090,7 @@ async fn start_embedded(config: &Path, port: u16, db: &Path) -> Engine {
         launched,
         online_after: Duration::ZERO,
     };
-    // The probe topic is not under the example's `#`? It is: `#` covers it.
+    // The example subscribes to `#`, so the probe is stored like any message.
     engine.wait_ingesting().await;
     engine
 }
@@ -1185,12 +1185,12 @@ async fn history(port: u16, work: &Path, report: &mut Report, plan: Plan) {
     );
 
     // Queries, through the engine's own read-only reader.
-    let reader = homewright::store::HistoryReader::open(&path).await.unwrap();
+    let history_reader = homewright::store::HistoryReader::open(&path).await.unwrap();
     let mut times = Vec::new();
     for i in 0..200 {
         let topic = format!("home/room{}/temperature", i % 100);
         let started = Instant::now();
-        let latest = reader.latest(&topic).await.unwrap();
+        let latest = history_reader.latest(&topic).await.unwrap();
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         assert!(latest.is_some());
     }
@@ -1201,7 +1201,7 @@ async fn history(port: u16, work: &Path, report: &mut Report, plan: Plan) {
         "<= 10 ms",
         Some(latest_ms <= 10.0),
     );
-    let pool = reader_pool(&path).await;
+    let pool = reader(&path).await;
     let end: i64 = sqlx::query_scalar("SELECT max(ts) FROM messages")
         .fetch_one(&pool)
         .await
@@ -1240,10 +1240,6 @@ async fn history(port: u16, work: &Path, report: &mut Report, plan: Plan) {
     );
     println!("  query plan: {}", detail.join(" | "));
     report.lines.push(format!("  query plan: {}", detail.join(" | ")));
-}
-
-async fn reader_pool(path: &Path) -> SqlitePool {
-    reader(path).await
 }
 
 /// One long QoS 1 ingest run (`HOMEWRIGHT_BENCH_MESSAGES`, default 1,000,000), to attach a profiler
