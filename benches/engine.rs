@@ -1302,6 +1302,7 @@ fn dispatch() {
                 payload: Bytes::from(format!("{{\"temperature\":{}.5,\"n\":{i}}}", 15 + i % 20)),
                 qos: 1,
                 retain: false,
+                dup: false,
             })
         })
         .collect();

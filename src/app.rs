@@ -27,6 +27,7 @@ use crate::maintenance::Maintenance;
 use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
+use crate::retention::Retention;
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{Limits, RuleSet, Services};
 use crate::scheduler::Clock;
@@ -46,6 +47,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("cannot start the rule thread: {0}")]
     RuleThread(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::mqtt::TlsError),
     #[error(transparent)]
     Gpio(#[from] crate::gpio::GpioError),
     #[error(transparent)]
@@ -90,7 +93,11 @@ pub async fn run_with(
     backend: Option<Arc<dyn RelayBackend>>,
 ) -> Result<(), StartError> {
     if config.broker.embedded {
-        broker::start(config.broker.listen, config.mqtt.max_packet_size)?;
+        broker::start(
+            config.broker.listen,
+            config.mqtt.max_packet_size,
+            config.mqtt.credentials.as_ref(),
+        )?;
     }
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
@@ -116,8 +123,11 @@ pub async fn run_with(
         None => None,
     };
 
+    // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
+    // the start cleanly.
+    let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
+    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx.clone())?;
     let stages = Stages::default();
-    let (publisher, publish_handle) = Publisher::new(&config.mqtt);
     stages.spawn("publisher", publisher.run(shutdown.clone()));
     stages.spawn(
         "recorder",
@@ -177,8 +187,10 @@ pub async fn run_with(
             None
         }
     };
+    // From here on the subscriber and the watcher hold the rule thread's only inputs: once they are
+    // gone, the rule thread ends.
+    drop(rules_tx);
 
-    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx);
     stages.spawn(
         "ingest",
         Ingest {
@@ -190,6 +202,17 @@ pub async fn run_with(
         .run(),
     );
     stages.spawn("subscriber", subscriber.run(shutdown.clone(), ingest_done_rx));
+    // Only when configured: the watchdog counts a stage that ends by itself as a failure.
+    if !config.database.retention.is_empty() {
+        stages.spawn(
+            "retention",
+            Retention {
+                store: store.clone(),
+                rules: config.database.retention.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+    }
     let maintenance = Maintenance {
         store: store.clone(),
         rule_runs_keep: config.database.rule_runs_keep,

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tracing::{error, info};
 
+use crate::config::Credentials;
+
 /// How long the broker may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: our ingest commits in
@@ -43,10 +45,15 @@ pub enum BrokerError {
 }
 
 /// Starts rumqttd on `listen` and returns once it accepts connections. It runs until the process
-/// exits (rumqttd has no shutdown).
-pub fn start(listen: SocketAddr, max_packet_size: usize) -> Result<(), BrokerError> {
+/// exits (rumqttd has no shutdown). With `login`, every client (the engine too) must log in with that
+/// username and password; rumqttd refuses others by closing the connection, without a CONNACK code.
+pub fn start(
+    listen: SocketAddr,
+    max_packet_size: usize,
+    login: Option<&Credentials>,
+) -> Result<(), BrokerError> {
     check_port_free(listen)?;
-    let mut broker = Broker::new(config(listen, max_packet_size));
+    let mut broker = Broker::new(config(listen, max_packet_size, login));
     std::thread::Builder::new()
         .name("embedded-broker".into())
         .spawn(move || {
@@ -86,12 +93,13 @@ fn wait_until_listening(listen: SocketAddr) -> Result<(), BrokerError> {
     Err(BrokerError::NotListening { addr: listen })
 }
 
-fn config(listen: SocketAddr, max_packet_size: usize) -> Config {
+fn config(listen: SocketAddr, max_packet_size: usize, login: Option<&Credentials>) -> Config {
+    let auth = login.map(|l| HashMap::from([(l.username.clone(), l.password.expose().to_string())]));
     let connections = ConnectionSettings {
         connection_timeout_ms: 5_000,
         max_payload_size: max_packet_size,
         max_inflight_count: MAX_INFLIGHT,
-        auth: None,
+        auth,
         external_auth: None,
         dynamic_filters: true,
     };

@@ -16,6 +16,9 @@ pub struct Message {
     pub payload: Bytes,
     pub qos: u8,
     pub retain: bool,
+    /// The broker marked it as a redelivery (MQTT DUP): after a crash between commit and
+    /// acknowledgement, the duplicate row carries this mark.
+    pub dup: bool,
 }
 
 /// What a rule reacts to.

@@ -54,7 +54,7 @@ impl Ingest {
             let open = fill(&mut self.input, &mut batch).await;
             if !batch.is_empty() {
                 if self.commit(&batch, !open).await {
-                    stored += batch.len() as u64;
+                    stored += batch.iter().filter(|i| i.message.is_some()).count() as u64;
                     self.acknowledge(&mut batch).await;
                 }
                 batch.clear();
@@ -73,20 +73,25 @@ impl Ingest {
     /// Commits `batch`, retrying with backoff: a transient error (disk full, database locked) stalls
     /// ingest, and with it the acknowledgements, but never ends the service or drops a message.
     async fn commit(&self, batch: &[Incoming], stopping: bool) -> bool {
-        let messages: Vec<_> = batch.iter().map(|i| &i.message).collect();
+        let messages: Vec<_> = batch.iter().filter_map(|i| i.message.as_ref()).collect();
+        if messages.is_empty() {
+            return true;
+        }
         let mut pause = RETRY_START;
         let mut attempts = 0;
         loop {
             attempts += 1;
             match self.store.insert_messages(&messages).await {
                 Ok(()) => {
-                    crate::metrics::METRICS.committed(batch.iter().map(|i| i.message.ts));
+                    crate::metrics::METRICS.committed(messages.iter().map(|m| m.ts));
                     if attempts > 1 {
                         info!("storing messages works again after {attempts} attempts");
                     }
                     return true;
                 }
-                Err(e) if stopping && attempts >= ATTEMPTS_WHEN_STOPPING => {
+                // The input closes when the engine stops: a fault that outlasts the stop must not hold
+                // it up, since the broker keeps what is not acknowledged.
+                Err(e) if (stopping || self.input.is_closed()) && attempts >= ATTEMPTS_WHEN_STOPPING => {
                     error!(
                         "cannot store {} messages while stopping: {e}; they were not acknowledged and the broker will redeliver them",
                         batch.len()
@@ -96,9 +101,11 @@ impl Ingest {
                 Err(e) => {
                     crate::metrics::METRICS.store_errors.add(1);
                     if attempts == 1 {
+                        let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
                         error!(
-                            "cannot store {} messages: {e}; not acknowledging them and retrying",
-                            batch.len()
+                            "cannot store {} received messages in {}: {e}{hint}; not acknowledging them, so the broker keeps them; retrying",
+                            batch.len(),
+                            self.store.path().display()
                         );
                     } else {
                         debug!("store retry {attempts} failed: {e}");

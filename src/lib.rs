@@ -18,7 +18,8 @@
 //! - [`simulation`]: rules on virtual time over a real history file, without a broker.
 //! - [`actions`]: performs what rules asked for and records it, with every rule run.
 //! - [`gpio`]: relays: the decision model (rule thread) and the rppal or simulated backend (actions).
-//! - [`store`]: SQLite via sqlx: migrations, batched writes, the read-only history.
+//! - [`store`]: SQLite via sqlx: migrations, batched writes, the outbox, the read-only history.
+//! - [`retention`]: deletes messages older than `database.retention` allows, in small batches.
 //! - [`event`]: what crosses the stages.
 //! - [`maintenance`]: purges old rule-run traces in small batches.
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod notify;
 pub mod plot;
+pub mod retention;
 pub mod rules;
 pub mod scenario;
 pub mod scheduler;

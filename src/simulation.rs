@@ -172,6 +172,7 @@ impl Simulation {
             payload: payload.into(),
             qos: 1,
             retain: false,
+            dup: false,
         };
         self.deliver(message)
     }

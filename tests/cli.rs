@@ -38,6 +38,7 @@ async fn history(dir: &Path) -> std::path::PathBuf {
             payload: Bytes::from(*p),
             qos: 1,
             retain: false,
+            dup: false,
         })
         .collect();
     store
@@ -224,4 +225,35 @@ fn every_command_has_help() {
         assert!(stdout(&output).contains("Usage: homewright"), "{command}");
     }
     let _ = free_port();
+}
+
+#[tokio::test]
+async fn a_runaway_query_is_stopped_at_its_timeout_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = history(dir.path()).await;
+    let db_arg = db.to_str().unwrap();
+    let endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n";
+    let output = homewright(
+        dir.path(),
+        &["query", "--db", db_arg, "--timeout", "300ms", endless],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("error: the query ran longer than 300ms (--timeout) and was stopped"),
+        "{}",
+        stderr(&output)
+    );
+    // A query within its time is unaffected.
+    let quick = homewright(
+        dir.path(),
+        &[
+            "query",
+            "--db",
+            db_arg,
+            "--timeout",
+            "300ms",
+            "SELECT count(*) AS n FROM messages",
+        ],
+    );
+    assert_eq!(quick.status.code(), Some(0), "{}", stderr(&quick));
 }

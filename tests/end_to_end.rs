@@ -6,17 +6,9 @@ use std::time::Duration;
 use homewright::store::SqlValue;
 use rumqttc::QoS;
 
-use crate::support::{Client, Engine, Setup, count, eventually, free_port};
+use crate::support::{Client, Engine, Setup, count, eventually, free_port, text};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn text(value: &SqlValue) -> String {
-    match value {
-        SqlValue::Text(t) => t.clone(),
-        SqlValue::Integer(i) => i.to_string(),
-        other => format!("{other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_message_reaches_a_rule_whose_publish_reaches_a_subscriber_and_both_are_stored() {

@@ -1,7 +1,7 @@
 //! `homewright init` as a new user runs it, and the example rule it writes, running in the engine.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use rumqttc::QoS;
@@ -9,7 +9,7 @@ use rumqttc::QoS;
 use crate::support::{Client, Engine, Setup};
 
 fn homewright(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_homewright"))
+    crate::support::homewright_command()
         .current_dir(dir)
         .args(args)
         .output()

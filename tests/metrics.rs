@@ -1,7 +1,6 @@
 //! The Prometheus endpoint of the real binary, scraped with a plain HTTP request over TCP while real
 //! messages flow through the embedded broker.
 
-use std::process::Command;
 use std::time::Duration;
 
 use rumqttc::QoS;
@@ -96,7 +95,7 @@ async fn check_names_a_bad_metrics_address_with_its_line() {
     text.push_str("metrics:\n  listen: everywhere\n");
     std::fs::write(&config, &text).expect("write config");
     let line = text.lines().count();
-    let output = Command::new(env!("CARGO_BIN_EXE_homewright"))
+    let output = crate::support::homewright_command()
         .args(["check", "-c"])
         .arg(&config)
         .output()
@@ -116,7 +115,7 @@ async fn a_metrics_port_in_use_stops_the_start_naming_the_key() {
     let port = taken.local_addr().expect("addr").port();
     let mut setup = Setup::embedded();
     setup.extra_config = format!("metrics:\n  listen: 127.0.0.1:{port}\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_homewright"))
+    let output = crate::support::homewright_command()
         .args(["run", "-c"])
         .arg(setup.write_config())
         .output()

@@ -57,6 +57,15 @@ async fn editing_a_rule_while_running_changes_it_and_breaking_it_keeps_the_last_
     .await;
     assert!(logged.contains("the last good version keeps running"), "{logged}");
     until_answer(&client, "v2").await;
+    // Reading the file for the reload must not look like another change (regression: a reload loop
+    // that logged the same error ten times a second).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let errors = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("answer.rhai:2:"))
+        .count();
+    assert_eq!(errors, 1, "the broken file is reported once");
 
     std::fs::remove_file(&path).unwrap();
     eventually("the removal logged", Duration::from_secs(10), || async {

@@ -161,3 +161,104 @@ fn triggers_check_their_filter_and_actions_need_a_trigger() {
     let bad_topic = load("on_start(|| {});\nlet x = 1;\n");
     assert!(bad_topic.is_ok());
 }
+
+/// Runs one message through rules loaded from `files` (no broker) and returns each rule's error and
+/// the topics published.
+fn run_once(files: &[(&str, &str)]) -> (Vec<(String, Option<String>)>, Vec<String>) {
+    use homewright::event::{Action, Event, Message, Output};
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in files {
+        std::fs::write(dir.path().join(format!("{name}.rhai")), source).unwrap();
+    }
+    let limits = Limits {
+        max_operations: 1_000_000_000,
+        timeout: Duration::from_secs(10),
+        max_string_size: 1 << 20,
+    };
+    let mut rules = RuleSet::new(
+        limits,
+        None,
+        Default::default(),
+        Default::default(),
+        Default::default(),
+    );
+    let problems = rules.load_dir(dir.path()).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let message = Message {
+        ts: 0,
+        topic: "t".into(),
+        payload: bytes::Bytes::from_static(b"1"),
+        qos: 1,
+        retain: false,
+        dup: false,
+    };
+    let mut runs = Vec::new();
+    let mut published = Vec::new();
+    for output in rules.handle(&Event::Message(message)) {
+        match output {
+            Output::Run(run) => runs.push((run.rule.to_string(), run.error)),
+            Output::Action {
+                action: Action::Publish { topic, .. },
+                ..
+            } => published.push(topic),
+            _ => {}
+        }
+    }
+    (runs, published)
+}
+
+#[test]
+fn a_trigger_that_recurses_or_hoards_a_huge_map_is_stopped_with_its_position_and_others_run() {
+    let (runs, published) = run_once(&[
+        (
+            "deep",
+            "fn down(n) { down(n + 1) }\non_message(\"t\", |msg| {\n  down(0);\n});\n",
+        ),
+        (
+            "hoard",
+            // Nesting doubles the map's counted size every round: the limit is met in a few steps (a flat
+            // map of 100,000 string keys takes long in a debug build, where Rhai re-counts every insert).
+            "on_message(\"t\", |msg| {\n  let m = #{ x: 1 };\n  loop { m = #{ a: m, b: m }; }\n});\n",
+        ),
+        (
+            "zfine",
+            "on_message(\"t\", |msg| publish(\"ok\", msg.payload));\n",
+        ),
+    ]);
+    let error = |rule: &str| {
+        runs.iter()
+            .find(|(name, _)| name == rule)
+            .and_then(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("{rule} did not fail: {runs:?}"))
+    };
+    let deep = error("deep");
+    eprintln!("recursion in a trigger: {deep}");
+    assert!(
+        deep.contains("deep.rhai:") && deep.to_lowercase().contains("stack overflow"),
+        "{deep}"
+    );
+    let hoard = error("hoard");
+    eprintln!("huge map in a trigger: {hoard}");
+    assert!(
+        hoard.contains("hoard.rhai:") && hoard.contains("Size of object map"),
+        "{hoard}"
+    );
+    assert_eq!(published, ["ok"], "the other rule still ran");
+}
+
+#[test]
+fn rules_have_no_way_to_reach_files_sockets_or_programs() {
+    for (call, name) in [
+        ("open_file(\"/etc/passwd\")", "open_file"),
+        ("read_file(\"/etc/passwd\")", "read_file"),
+        ("system(\"ls\")", "system"),
+        ("exec(\"ls\")", "exec"),
+    ] {
+        let (runs, _) = run_once(&[("probe", &format!("on_message(\"t\", |msg| {{\n  {call};\n}});\n"))]);
+        let error = runs[0].1.clone().unwrap_or_default();
+        assert!(
+            error.contains("probe.rhai:2:3:") && error.contains("Function not found") && error.contains(name),
+            "{error}"
+        );
+    }
+}

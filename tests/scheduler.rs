@@ -357,3 +357,56 @@ mod wall_clock {
         engine.stop().await;
     }
 }
+
+#[test]
+fn a_catch_up_trigger_that_never_fired_is_still_caught_up_after_an_outage() {
+    let home = Home::with_rule(r#"every("1h", #{ catch_up: true }, || publish("hourly", "caught"));"#);
+    let start = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let sim = home.start(amsterdam(), start);
+    sim.stop();
+    let restart = start + 3 * HOUR;
+    let sim = home.start(amsterdam(), restart);
+    assert_eq!(
+        sim.published(),
+        vec![(restart, "hourly".to_string(), "caught".to_string())]
+    );
+}
+
+#[test]
+fn a_pending_timer_whose_closure_was_edited_is_dropped_at_reload_not_failed_later() {
+    use homewright::event::{Event, Output};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fan.rhai");
+    std::fs::write(
+        &path,
+        r#"on_message("on", |m| { after("1h", || publish("fan", "off")); });"#,
+    )
+    .unwrap();
+    let clock = homewright::scheduler::Clock::virtual_at(0);
+    let mut rules = homewright::rules::RuleSet::new(limits(), None, Default::default(), clock, amsterdam());
+    rules.load_file(&path).unwrap();
+    let message = homewright::event::Message {
+        ts: 0,
+        topic: "on".into(),
+        payload: Default::default(),
+        qos: 0,
+        retain: false,
+        dup: false,
+    };
+    rules.handle(&Event::Message(message));
+    std::fs::write(
+        &path,
+        r#"on_message("on", |m| { after("1h", || publish("fan", "OFF")); });"#,
+    )
+    .unwrap();
+    let reloaded = rules.handle(&Event::RuleFile(path.clone()));
+    assert!(
+        reloaded.iter().any(|o| matches!(o, Output::TimerDone { .. })),
+        "{reloaded:?}"
+    );
+    let later = rules.advance_to(2 * HOUR);
+    assert!(
+        later.iter().all(|o| !matches!(o, Output::Run(_))),
+        "nothing runs, nothing fails: {later:?}"
+    );
+}

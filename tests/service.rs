@@ -2,7 +2,7 @@
 //! systemd's, and its stderr read back as the journal (or a tool) would.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::net::UnixDatagram;
@@ -25,7 +25,7 @@ impl Service {
         let socket_path = setup.dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
         let stderr = setup.dir.path().join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_homewright"))
+        let child = crate::support::homewright_command()
             .args(args)
             .args(["run", "-c"])
             .arg(&config)

@@ -2,19 +2,25 @@
 
 mod support;
 
+mod bad_input;
 mod cli;
+mod crash;
+mod database_faults;
 mod end_to_end;
 mod examples;
 mod init;
 mod interop;
 mod metrics;
+mod outage;
 mod packaging;
 mod plot;
 mod relays;
 mod reload;
+mod retention;
 mod rule_safety;
 mod scenarios;
 mod scheduler;
+mod security;
 mod service;
 mod shutdown;
 mod traces;

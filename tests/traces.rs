@@ -3,20 +3,11 @@
 
 use std::time::Duration;
 
-use homewright::store::SqlValue;
 use rumqttc::QoS;
 
-use crate::support::{Client, Engine, Setup, count, eventually, query};
+use crate::support::{Client, Engine, Setup, count, eventually, query, text};
 
 const MESSAGES: usize = 100_000;
-
-fn text(value: &SqlValue) -> String {
-    match value {
-        SqlValue::Text(t) => t.clone(),
-        SqlValue::Integer(i) => i.to_string(),
-        other => format!("{other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_a_recorded_history_prints_the_actions_the_live_run_performed() {

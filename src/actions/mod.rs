@@ -135,7 +135,8 @@ fn record_of(rule: &str, ts: i64, action: Action) -> ActionRecord {
             kind: "publish",
             target: topic,
             value: payload,
-            cause: "rule",
+            // Rules have names; the engine's own publishes (state, discovery) have none.
+            cause: if rule.is_empty() { "engine" } else { "rule" },
         },
         Action::Relay { name, on, cause } => ActionRecord {
             ts,

@@ -98,7 +98,8 @@ impl Recorder {
                 }
                 Err(e) => {
                     if attempts == 1 {
-                        error!("cannot record rule activity: {e}; retrying");
+                        let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+                        error!("cannot record rule activity: {e}{hint}; retrying");
                     }
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }

@@ -59,6 +59,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Stop the query when it runs longer than this (e.g. 500ms, 30s, 5m).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::config::units::parse_duration)]
+        timeout: std::time::Duration,
         /// The SQL to run, e.g. "SELECT * FROM latest".
         sql: String,
     },
@@ -197,8 +200,16 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             db,
             format,
+            timeout,
             sql,
-        } => query::query(&config, db.as_deref(), format, &sql, &mut std::io::stdout()),
+        } => query::query(
+            &config,
+            db.as_deref(),
+            format,
+            &sql,
+            timeout,
+            &mut std::io::stdout(),
+        ),
         Command::Plot {
             config,
             db,

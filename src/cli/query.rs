@@ -4,17 +4,29 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 
 use super::format::{Format, write_result};
 use crate::config;
 use crate::store::HistoryReader;
+use crate::store::query::QueryError;
+
+/// A duration as the user wrote it: `200ms`, `30s`.
+fn humanize(duration: Duration) -> String {
+    match duration.subsec_millis() {
+        0 => format!("{}s", duration.as_secs()),
+        _ => format!("{}ms", duration.as_millis()),
+    }
+}
 
 pub fn query(
     config_path: &Path,
     db: Option<&Path>,
     format: Format,
     sql: &str,
+    timeout: Duration,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
     let path = match db {
@@ -32,7 +44,15 @@ pub fn query(
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let reader = HistoryReader::open(&path).await?;
-        anyhow::Ok(reader.query(sql, &[], None).await?)
+        // SQLite checks the deadline while it works, so even a runaway recursive query stops on time.
+        let deadline = Instant::now() + timeout;
+        match reader.query(sql, &[], Some(deadline)).await {
+            Err(QueryError::Interrupted) => Err(anyhow::anyhow!(
+                "the query ran longer than {} (--timeout) and was stopped; narrow it (e.g. WHERE ts > ...) or pass a longer --timeout",
+                humanize(timeout)
+            )),
+            result => anyhow::Ok(result?),
+        }
     })?;
     write_result(out, &result, format)?;
     Ok(ExitCode::SUCCESS)

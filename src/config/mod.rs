@@ -50,6 +50,33 @@ pub struct MqttConfig {
     pub base_topic: String,
     /// Largest packet accepted or sent, in bytes.
     pub max_packet_size: usize,
+    /// TLS to the broker, when configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// PEM material for TLS, read from the files `mqtt.tls` names when the config is loaded, so that a
+/// missing or unreadable file is a config problem rather than a connection failure.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The CA file, for messages.
+    pub ca_path: PathBuf,
+    /// The CA certificate(s) the broker's certificate must chain to.
+    pub ca: Vec<u8>,
+    /// A client certificate chain and its private key, for brokers that require one.
+    pub client: Option<ClientCert>,
+}
+
+/// A client certificate chain and its key (PEM); the key never shows in `Debug`.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub chain: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientCert { chain, key: *** }")
+    }
 }
 
 impl MqttConfig {
@@ -99,8 +126,17 @@ pub struct BrokerConfig {
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub path: PathBuf,
+    /// How long messages are kept, by topic: the first matching entry wins, no match keeps forever.
+    pub retention: Vec<Retention>,
     /// How long the trace of each rule run is kept.
     pub rule_runs_keep: Duration,
+}
+
+/// One retention rule: messages on topics matching `topics` are deleted once older than `keep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub topics: String,
+    pub keep: Duration,
 }
 
 /// The rule scripts and their limits.

@@ -37,6 +37,16 @@ pub struct RawMqtt {
     pub base_topic: Option<String>,
     /// A number of bytes or a size such as `1MiB`.
     pub max_packet_size: Option<serde_yaml::Value>,
+    pub tls: Option<RawTls>,
+}
+
+/// `mqtt.tls:` PEM files for a TLS connection to the broker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// `broker:` the in-process broker for a first run with nothing else installed.
@@ -52,6 +62,7 @@ pub struct RawBroker {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDatabase {
     pub path: Option<String>,
+    pub retention: Option<Vec<RawRetention>>,
     /// How long `rule_runs` rows are kept, e.g. `14d`.
     pub rule_runs_keep: Option<String>,
 }
@@ -63,6 +74,14 @@ pub struct RawLocation {
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
     pub timezone: Option<String>,
+}
+
+/// One `database.retention` entry: how long messages on matching topics are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    pub topics: Option<String>,
+    pub keep: Option<String>,
 }
 
 /// `rules:` where the scripts are and how much one run may do.

@@ -90,4 +90,53 @@ mod tests {
         assert!(parse_size("1GiB").is_err());
         assert!(parse_size("lots").is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const UNITS: [(&str, u64); 5] = [
+            ("ms", 1),
+            ("s", 1_000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+        ];
+
+        proptest! {
+            #[test]
+            fn a_written_duration_is_the_sum_of_its_parts(parts in prop::collection::vec((0u64..100_000, 0usize..5), 1..5)) {
+                let text: String = parts.iter().map(|(n, u)| format!("{n}{}", UNITS[*u].0)).collect();
+                let millis: u64 = parts.iter().map(|(n, u)| n * UNITS[*u].1).sum();
+                prop_assert_eq!(parse_duration(&text), Ok(Duration::from_millis(millis)));
+            }
+
+            #[test]
+            fn any_text_is_a_duration_or_an_error_naming_it(text in ".{0,24}") {
+                if let Err(message) = parse_duration(&text) {
+                    prop_assert!(message.contains(text.trim()));
+                }
+            }
+
+            #[test]
+            fn numbers_without_a_unit_are_not_durations(n in any::<u64>()) {
+                prop_assert!(parse_duration(&n.to_string()).is_err());
+            }
+
+            #[test]
+            fn sizes_scale_by_their_unit(n in any::<u64>(), unit in 0usize..3) {
+                let (suffix, factor) = [("", 1u64), ("KiB", 1 << 10), ("MiB", 1 << 20)][unit];
+                let parsed = parse_size(&format!("{n}{suffix}"));
+                match n.checked_mul(factor) {
+                    Some(bytes) => prop_assert_eq!(parsed, Ok(bytes)),
+                    None => prop_assert!(parsed.is_err()),
+                }
+            }
+
+            #[test]
+            fn any_text_is_a_size_or_an_error(text in ".{0,24}") {
+                let _ = parse_size(&text);
+            }
+        }
+    }
 }

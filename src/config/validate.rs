@@ -8,8 +8,8 @@ use super::locate::locate;
 use super::raw::{RawConfig, RawMqtt};
 use super::units::{parse_duration, parse_size};
 use super::{
-    BrokerConfig, Config, ConfigError, Credentials, DatabaseConfig, MetricsConfig, MqttConfig, Problem,
-    RulesConfig, Secret,
+    BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MetricsConfig, MqttConfig,
+    Problem, Retention, RulesConfig, Secret, TlsConfig,
 };
 use crate::scheduler::Location;
 use crate::scheduler::spec::system_timezone;
@@ -38,6 +38,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
             &base_dir,
             raw.database.path.as_deref().unwrap_or("data/history.db"),
         ),
+        retention: check.retention(&raw),
         rule_runs_keep: check.duration(
             "database.rule_runs_keep",
             raw.database.rule_runs_keep.as_deref(),
@@ -110,6 +111,11 @@ impl Checker<'_> {
             key: key.to_string(),
             message: message.into(),
         });
+    }
+
+    /// A path from the file, relative to the config file's directory unless absolute.
+    fn relative(&self, path: &str) -> PathBuf {
+        resolve(self.source.parent().unwrap_or(Path::new("")), path)
     }
 
     fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
@@ -206,6 +212,7 @@ impl Checker<'_> {
         }
         let max_packet_size = self.packet_size(raw);
         let credentials = self.credentials(raw);
+        let tls = self.tls(raw, broker);
         MqttConfig {
             host,
             port,
@@ -216,7 +223,77 @@ impl Checker<'_> {
             qos,
             base_topic,
             max_packet_size,
+            tls,
         }
+    }
+
+    fn tls(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> Option<TlsConfig> {
+        let tls = raw.tls.as_ref()?;
+        if broker.embedded {
+            self.problem(
+                "mqtt.tls",
+                "the embedded broker does not speak TLS; set broker.embedded: false to use a TLS broker",
+            );
+            return None;
+        }
+        // Every problem at once: the CA and the client pair are checked independently.
+        let ca = match &tls.ca {
+            Some(path) => self
+                .pem_file("mqtt.tls.ca", path, "CERTIFICATE")
+                .map(|pem| (self.relative(path), pem)),
+            None => {
+                self.problem(
+                    "mqtt.tls.ca",
+                    "missing: the PEM file of the CA that signed the broker's certificate",
+                );
+                None
+            }
+        };
+        let client = match (&tls.cert, &tls.key) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => {
+                let chain = self.pem_file("mqtt.tls.cert", cert, "CERTIFICATE");
+                let key = self.pem_file("mqtt.tls.key", key, "PRIVATE KEY");
+                chain.zip(key).map(|(chain, key)| Some(ClientCert { chain, key }))
+            }
+            (Some(_), None) => {
+                self.problem("mqtt.tls.key", "missing: a client certificate needs its key");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("mqtt.tls.cert", "missing: a client key needs its certificate");
+                None
+            }
+        };
+        let ((ca_path, ca), client) = ca.zip(client)?;
+        Some(TlsConfig { ca_path, ca, client })
+    }
+
+    /// Reads a PEM file and checks that it holds a block whose label ends with `label` (`CERTIFICATE`,
+    /// or `PRIVATE KEY`, which also matches `RSA PRIVATE KEY` and `EC PRIVATE KEY`).
+    fn pem_file(&mut self, key: &str, path: &str, label: &str) -> Option<Vec<u8>> {
+        let path = self.relative(path);
+        let path = path.display();
+        let bytes = match std::fs::read(path.to_string()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.problem(key, format!("cannot read {path}: {e}"));
+                return None;
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let found = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("-----BEGIN "))
+            .any(|rest| rest.trim_end_matches('-').ends_with(label));
+        if !found {
+            self.problem(
+                key,
+                format!("{path} holds no PEM `{label}` block (expected a file starting with -----BEGIN ...{label}-----)"),
+            );
+            return None;
+        }
+        Some(bytes)
     }
 
     fn packet_size(&mut self, raw: &RawMqtt) -> usize {
@@ -256,7 +333,7 @@ impl Checker<'_> {
         let password = if let Some(p) = &raw.password {
             Some(p.clone())
         } else if let Some(file) = &raw.password_file {
-            match std::fs::read_to_string(file) {
+            match std::fs::read_to_string(self.relative(file)) {
                 // A trailing newline is an editor's, not part of the password.
                 Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
                 Err(e) => {
@@ -289,6 +366,49 @@ impl Checker<'_> {
             }
             (None, None) => None,
         }
+    }
+
+    fn retention(&mut self, raw: &RawConfig) -> Vec<Retention> {
+        let entries = raw.database.retention.as_deref().unwrap_or_default();
+        let mut retention = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let topics = match &entry.topics {
+                Some(filter) if crate::mqtt::topic::valid_filter(filter) => Some(filter.clone()),
+                Some(filter) => {
+                    self.problem(
+                        "database.retention.topics",
+                        format!("`{filter}` is not a valid MQTT topic filter"),
+                    );
+                    None
+                }
+                None => {
+                    self.problem(
+                        "database.retention",
+                        "each entry needs `topics` (a filter) and `keep` (a duration)",
+                    );
+                    None
+                }
+            };
+            let keep = match entry.keep.as_deref().map(parse_duration) {
+                Some(Ok(keep)) if !keep.is_zero() => Some(keep),
+                Some(Ok(_)) => {
+                    self.problem("database.retention.keep", "must be longer than 0s");
+                    None
+                }
+                Some(Err(e)) => {
+                    self.problem("database.retention.keep", e);
+                    None
+                }
+                None => {
+                    self.problem("database.retention.keep", "missing: how long to keep, e.g. 30d");
+                    None
+                }
+            };
+            if let (Some(topics), Some(keep)) = (topics, keep) {
+                retention.push(Retention { topics, keep });
+            }
+        }
+        retention
     }
 
     fn location(&mut self, raw: &RawConfig) -> Location {
@@ -439,5 +559,76 @@ mod tests {
             (config.mqtt.host.as_str(), config.mqtt.port),
             ("127.0.0.1", 18830)
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: [(&str, &str); 14] = [
+            ("mqtt", "host"),
+            ("mqtt", "port"),
+            ("mqtt", "client_id"),
+            ("mqtt", "keep_alive"),
+            ("mqtt", "qos"),
+            ("mqtt", "base_topic"),
+            ("mqtt", "max_packet_size"),
+            ("mqtt", "subscribe"),
+            ("mqtt", "bogus"),
+            ("broker", "embedded"),
+            ("broker", "listen"),
+            ("database", "path"),
+            ("rules", "timeout"),
+            ("rules", "max_operations"),
+        ];
+
+        fn scalar() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9#+/ .:]{0,10}".prop_map(|s| format!("{s:?}")),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                prop::collection::vec("[a-z#+/]{0,4}", 0..3).prop_map(|v| format!("{v:?}")),
+                Just("~".to_string()),
+            ]
+        }
+
+        /// A config file with random values for real (and one unknown) keys.
+        fn config_text() -> impl Strategy<Value = String> {
+            prop::collection::btree_map(0..KEYS.len(), scalar(), 0..8).prop_map(|values| {
+                let mut text = String::new();
+                let mut section = "";
+                for (index, value) in values {
+                    let (parent, key) = KEYS[index];
+                    if parent != section {
+                        text.push_str(&format!("{parent}:\n"));
+                        section = parent;
+                    }
+                    text.push_str(&format!("  {key}: {value}\n"));
+                }
+                text
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_config_is_accepted_or_every_problem_is_located(text in config_text()) {
+                match from_yaml(&text, Path::new("/etc/hw/homewright.yaml")) {
+                    Ok(_) => {}
+                    Err(ConfigError::Invalid(problems)) => {
+                        prop_assert!(!problems.is_empty());
+                        for problem in problems {
+                            prop_assert!(!problem.key.is_empty() || problem.line.is_some(), "{}", problem);
+                            prop_assert!(!problem.message.is_empty());
+                        }
+                    }
+                    Err(other) => prop_assert!(false, "unexpected error {}", other),
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(text in "(.|\n){0,80}") {
+                let _ = from_yaml(&text, Path::new("c.yaml"));
+            }
+        }
     }
 }

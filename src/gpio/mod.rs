@@ -55,7 +55,8 @@ pub fn open(config: &GpioConfig, start: &HashMap<String, bool>) -> Result<Arc<dy
     let use_rppal = match config.backend {
         Backend::Rppal => true,
         Backend::Simulated => false,
-        Backend::Auto => is_raspberry_pi(),
+        // No relays: nothing to open, so a user outside the `gpio` group can still run the engine.
+        Backend::Auto => is_raspberry_pi() && !config.relays.is_empty(),
     };
     let backend: Arc<dyn RelayBackend> = if use_rppal {
         Arc::new(self::rppal::RppalBackend::open(&levels)?)

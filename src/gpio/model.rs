@@ -172,11 +172,12 @@ impl RelayModel {
         } else {
             current
         };
-        match op {
-            Op::OnFor(duration) => state.off_due = Some(now + duration),
-            Op::Off => state.off_due = None,
-            _ => {}
-        }
+        // An explicit on (or off, or a toggle) replaces a pending on_for: "on" means on until told
+        // otherwise, not "on until an earlier on_for runs out".
+        state.off_due = match op {
+            Op::OnFor(duration) => Some(now + duration),
+            Op::On | Op::Off | Op::Toggle => None,
+        };
         self.states.insert(name.to_string(), state);
         let deadline = if changed || matches!(op, Op::OnFor(_)) {
             self.deadline_of(name, &state)
@@ -275,5 +276,14 @@ mod tests {
                 .unwrap_err()
                 .contains("no relay `nothing`")
         );
+    }
+
+    #[test]
+    fn an_explicit_on_replaces_a_pending_on_for() {
+        let mut model = model();
+        model.apply("cooler", Op::OnFor(300), 0).unwrap();
+        model.apply("cooler", Op::On, 100).unwrap();
+        assert_eq!(model.due("cooler", 300), None, "stays on");
+        assert_eq!(model.state("cooler").map(|s| s.on), Some(true));
     }
 }

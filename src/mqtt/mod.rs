@@ -7,7 +7,10 @@
 
 pub mod publisher;
 pub mod subscriber;
+mod tls;
 pub mod topic;
+
+pub use tls::TlsError;
 
 use std::time::Duration;
 
@@ -29,8 +32,8 @@ fn qos(level: u8) -> QoS {
     }
 }
 
-/// Options shared by both connections: fixed id, persistent session, raised packet limit.
-fn options(config: &MqttConfig, client_id: String) -> MqttOptions {
+/// Options shared by both connections: fixed id, persistent session, raised packet limit, TLS.
+fn options(config: &MqttConfig, client_id: String) -> Result<MqttOptions, TlsError> {
     let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
     options
         .set_keep_alive(config.keep_alive)
@@ -42,7 +45,10 @@ fn options(config: &MqttConfig, client_id: String) -> MqttOptions {
     if let Some(credentials) = &config.credentials {
         options.set_credentials(credentials.username.clone(), credentials.password.expose());
     }
-    options
+    if let Some(tls) = &config.tls {
+        options.set_transport(tls::transport(tls)?);
+    }
+    Ok(options)
 }
 
 /// Network options: Nagle off, since one message in and one out per rule run is the common case, and
@@ -77,18 +83,64 @@ impl Backoff {
     }
 }
 
-/// Describes a connection error for a log line. The options never hold a password in clear text in
-/// rumqttc's error types, but we still word it ourselves to name the broker.
-fn describe(error: &rumqttc::ConnectionError, config: &MqttConfig) -> String {
+/// Describes a connection error for a log line, naming the broker and, where the cause is clear, the
+/// setting to fix. `before_connack`: the broker closed the connection before accepting it, which is how
+/// rumqttd refuses a bad password (it sends no CONNACK code). Built from rumqttc's and rustls' error
+/// texts, which hold no password.
+fn describe(error: &rumqttc::ConnectionError, config: &MqttConfig, before_connack: bool) -> String {
+    use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
     let broker = format!("{}:{}", config.host, config.port);
     match error {
-        rumqttc::ConnectionError::ConnectionRefused(code) => {
-            format!("broker {broker} refused the connection: {code:?} (check mqtt.username and the password)")
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => format!(
+            "broker {broker} refused our username or password (check mqtt.username and mqtt.password, password_file or password_env)"
+        ),
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => format!(
+            "broker {broker} refused the connection: not authorized (check mqtt.username, the password and the broker's ACL)"
+        ),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("broker {broker} refused the connection: {code:?}")
         }
-        rumqttc::ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+        ConnectionError::Tls(e) => describe_tls(&e.to_string(), &broker, config),
+        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("no broker is listening on {broker} (start one, or set broker.embedded: true)")
         }
+        ConnectionError::MqttState(StateError::ConnectionAborted | StateError::Io(_))
+            if before_connack && config.credentials.is_some() =>
+        {
+            format!(
+                "broker {broker} closed the connection before accepting it; a broker that checks logins does this on a wrong username or password (check mqtt.username and the password)"
+            )
+        }
         other => format!("connection to broker {broker} failed: {other}"),
+    }
+}
+
+/// Names what is wrong in a TLS handshake error, by the variant names rustls prints.
+fn describe_tls(text: &str, broker: &str, config: &MqttConfig) -> String {
+    let ca = config
+        .tls
+        .as_ref()
+        .map(|t| t.ca_path.display().to_string())
+        .unwrap_or_default();
+    if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        format!(
+            "the certificate of broker {broker} is not trusted: it is not signed by the CA in mqtt.tls.ca ({ca}): {text}"
+        )
+    } else if text.contains("NotValidForName") {
+        format!(
+            "the certificate of broker {broker} is not valid for the name {}: connect by a name the certificate lists (mqtt.host): {text}",
+            config.host
+        )
+    } else if text.contains("Expired") || text.contains("NotValidYet") {
+        format!("the certificate of broker {broker} is expired or not yet valid: {text}")
+    } else if text.contains("CertificateRequired") {
+        format!("broker {broker} requires a client certificate: set mqtt.tls.cert and mqtt.tls.key: {text}")
+    } else if text.contains("UnsupportedCertVersion") {
+        format!(
+            "TLS with broker {broker} failed: a certificate (possibly our own mqtt.tls.cert) is X.509 v1; issue v3 certificates: {text}"
+        )
+    } else {
+        format!("TLS handshake with broker {broker} failed: {text}")
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{Backoff, describe, network_options, options, qos};
+use super::{Backoff, TlsError, describe, network_options, options, qos};
 use crate::config::MqttConfig;
 use crate::event::{Event, Message, now_millis};
 
@@ -29,10 +29,16 @@ const REQUEST_CAPACITY: usize = 65_536 + 64;
 /// How long a clean stop waits for the broker to take our last acknowledgements and DISCONNECT.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest packet MQTT 3.1.1 can carry: its remaining length (at most 268,435,455) plus the fixed
+/// header. The ingest connection accepts anything up to this, so that no message can make rumqttc drop
+/// the connection; see [`Forward::send`] for what happens to messages above `mqtt.max_packet_size`.
+const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
+
 /// A message on its way to ingest, with what is needed to acknowledge it once stored.
 #[derive(Debug)]
 pub struct Incoming {
-    pub message: Message,
+    /// `None` for a message that is acknowledged (in order) but not stored: it was too large.
+    pub message: Option<Message>,
     /// `None` for QoS 0, which has nothing to acknowledge.
     pub ack: Option<AckToken>,
 }
@@ -73,9 +79,15 @@ impl Subscriber {
         config: &MqttConfig,
         to_ingest: mpsc::Sender<Incoming>,
         to_rules: flume::Sender<Event>,
-    ) -> (Subscriber, Acker) {
-        let mut mqtt_options = options(config, config.client_id.clone());
-        mqtt_options.set_manual_acks(true);
+    ) -> Result<(Subscriber, Acker), TlsError> {
+        let mut mqtt_options = options(config, config.client_id.clone())?;
+        // rumqttc drops the connection on an incoming packet above its limit, without a chance to
+        // acknowledge it; the broker then redelivers it on every reconnect and ingest stalls behind it
+        // for good (CRATES.md section 1). So take anything the protocol allows and refuse oversize
+        // messages ourselves.
+        mqtt_options
+            .set_manual_acks(true)
+            .set_max_packet_size(PROTOCOL_MAX_PACKET, config.max_packet_size);
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
         eventloop.set_network_options(network_options());
         let acker = Acker {
@@ -84,6 +96,8 @@ impl Subscriber {
         let forward = Some(Forward {
             ingest: to_ingest,
             rules: Some(to_rules),
+            max_packet_size: config.max_packet_size,
+            dropped: 0,
         });
         let subscriber = Subscriber {
             config: config.clone(),
@@ -91,7 +105,7 @@ impl Subscriber {
             eventloop,
             forward,
         };
-        (subscriber, acker)
+        Ok((subscriber, acker))
     }
 
     /// Receives until `shutdown`; then stops forwarding, keeps the connection up until ingest has
@@ -195,10 +209,19 @@ struct Forward {
     ingest: mpsc::Sender<Incoming>,
     /// `None` once the rule thread is gone: storing goes on without rules.
     rules: Option<flume::Sender<Event>>,
+    /// `mqtt.max_packet_size`: larger messages are acknowledged but neither stored nor given to rules.
+    max_packet_size: usize,
+    /// Messages dropped for their size since start.
+    dropped: u64,
 }
 
 impl Forward {
     /// Sends one received message to the rules and to ingest. Returns false when ingest is gone.
+    ///
+    /// A message larger than `mqtt.max_packet_size` goes to ingest only to be acknowledged in its turn:
+    /// refusing it any other way would make the broker redeliver it forever. It is logged with its
+    /// topic and size (the first one, then at every power of two, so a stream of them cannot flood the
+    /// log).
     async fn send(&mut self, publish: rumqttc::Publish) -> bool {
         crate::metrics::METRICS.received.add(1);
         let ack = match publish.qos {
@@ -208,12 +231,27 @@ impl Forward {
                 qos,
             }),
         };
+        let size = publish.topic.len() + publish.payload.len();
+        if size > self.max_packet_size {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                warn!(
+                    topic = %publish.topic,
+                    size,
+                    dropped = self.dropped,
+                    "dropped a message larger than mqtt.max_packet_size ({} bytes): not stored, not given to rules (raise mqtt.max_packet_size to keep such messages)",
+                    self.max_packet_size
+                );
+            }
+            return self.ingest.send(Incoming { message: None, ack }).await.is_ok();
+        }
         let message = Message {
             ts: now_millis(),
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos as u8,
             retain: publish.retain,
+            dup: publish.dup,
         };
         // Rules first: their latency must not include the store's.
         if let Some(rules) = &self.rules
@@ -222,7 +260,13 @@ impl Forward {
             error!("the rule thread is gone; messages are still stored but no rule runs");
             self.rules = None;
         }
-        self.ingest.send(Incoming { message, ack }).await.is_ok()
+        self.ingest
+            .send(Incoming {
+                message: Some(message),
+                ack,
+            })
+            .await
+            .is_ok()
     }
 }
 
@@ -267,7 +311,7 @@ impl LinkState {
 
     /// Logs a failure (once per distinct failure) and returns how long to wait before retrying.
     pub(super) fn failed(&mut self, error: &rumqttc::ConnectionError) -> Duration {
-        let text = describe(error, &self.config);
+        let text = describe(error, &self.config, !self.connected);
         let pause = self.backoff.step();
         if self.connected {
             warn!("{} connection lost: {text}; reconnecting", self.role);

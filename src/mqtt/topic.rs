@@ -11,9 +11,29 @@ pub fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && rumqttc::valid_topic(topic)
 }
 
-/// Whether `topic` matches `filter`.
+/// Whether `topic` matches `filter`, per MQTT 3.1.1 section 4.7: `+` is one whole level, `#` the rest
+/// (including the parent level itself), and a topic starting with `$` is matched only by a filter that
+/// does not start with a wildcard.
+///
+/// Written here rather than taken from rumqttc, whose `matches` panics on a topic whose first character
+/// is not ASCII (it slices the first byte; a sensor named `Ölstand/...` would panic the rule thread)
+/// and never matches a `$` topic, not even with the filter `$SYS/#`.
 pub fn matches(topic: &str, filter: &str) -> bool {
-    rumqttc::matches(topic, filter)
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for wanted in filter.split('/') {
+        if wanted == "#" {
+            return true;
+        }
+        match levels.next() {
+            Some(_) if wanted == "+" => {}
+            Some(level) if level == wanted => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
 }
 
 #[cfg(test)]
@@ -26,9 +46,77 @@ mod tests {
         assert!(matches("home", "home/#"));
         assert!(!matches("home/a/b/temp", "home/+/temp"));
         assert!(!matches("$SYS/broker", "#"));
+        assert!(!matches("$SYS/broker", "+/broker"));
+        assert!(matches("$SYS/broker", "$SYS/#"));
+        assert!(matches("Ölstand/tank", "Ölstand/+"));
+        assert!(matches("a//b", "a/+/b"));
+        assert!(!matches("a/b", "a/b/+"));
         assert!(!valid_filter("a/#/b"));
         assert!(!valid_filter(""));
         assert!(!valid_topic("a/+"));
         assert!(valid_topic("zigbee2mqtt/porch motion"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        // A small alphabet, so that random topics and filters often share levels.
+        fn topic() -> impl Strategy<Value = String> {
+            prop::collection::vec("(a|b|\\$s|)", 1..5).prop_map(|levels| levels.join("/"))
+        }
+
+        fn filter() -> impl Strategy<Value = String> {
+            (prop::collection::vec("(a|b|\\+|\\$s|)", 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
+                if hash {
+                    levels.push("#".into());
+                }
+                levels.join("/")
+            })
+        }
+
+        proptest! {
+            /// Checked against rumqttc's independent implementation, where that one is right (it
+            /// panics on a non-ASCII first character and never matches `$` topics).
+            #[test]
+            fn matching_agrees_with_rumqttc_on_ordinary_topics(topic in topic(), filter in filter()) {
+                prop_assume!(valid_topic(&topic) && valid_filter(&filter) && !topic.starts_with('$'));
+                prop_assert_eq!(matches(&topic, &filter), rumqttc::matches(&topic, &filter), "{} vs {}", topic, filter);
+            }
+
+            #[test]
+            fn dollar_topics_are_matched_only_by_filters_naming_them(topic in topic(), filter in filter()) {
+                prop_assume!(valid_topic(&topic) && valid_filter(&filter) && topic.starts_with('$'));
+                if filter.starts_with('+') || filter.starts_with('#') {
+                    prop_assert!(!matches(&topic, &filter));
+                }
+                prop_assert!(matches(&topic, &topic));
+                let below = format!("{}/#", topic);
+                prop_assert!(matches(&topic, &below));
+            }
+
+            #[test]
+            fn a_topic_matches_itself_and_wildcards_over_it(levels in prop::collection::vec("[a-z0-9 ]{1,6}", 1..6), at in any::<prop::sample::Index>()) {
+                let topic = levels.join("/");
+                prop_assert!(valid_topic(&topic) && valid_filter(&topic));
+                prop_assert!(matches(&topic, &topic));
+                prop_assert!(matches(&topic, "#"));
+                let i = at.index(levels.len());
+                let mut plus = levels.clone();
+                plus[i] = "+".into();
+                prop_assert!(matches(&topic, &plus.join("/")));
+                let mut hash = levels[..i].to_vec();
+                hash.push("#".into());
+                prop_assert!(matches(&topic, &hash.join("/")));
+                let mut other = levels.clone();
+                other[i].push('x');
+                prop_assert!(!matches(&topic, &other.join("/")));
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,30}") {
+                let _ = (valid_topic(&text), valid_filter(&text), matches(&text, &text), matches("a/b", &text));
+            }
+        }
     }
 }

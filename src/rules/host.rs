@@ -60,6 +60,14 @@ pub enum Callback {
 }
 
 impl Callback {
+    /// The closure's function name in the rule's compiled script.
+    pub fn name(&self) -> &str {
+        match self {
+            Callback::Pointer(pointer) => pointer.fn_name(),
+            Callback::Restored { name, .. } => name,
+        }
+    }
+
     /// Calls the closure with no arguments.
     pub fn call(&self, engine: &rhai::Engine, ast: &rhai::AST) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         match self {
@@ -223,6 +231,21 @@ impl Host {
     pub fn reserve_timer_ids(&self, above: i64) {
         let mut state = self.state();
         state.next_timer_id = state.next_timer_id.max(above + 1);
+    }
+
+    /// Takes out the pending timers of `rule` whose closure name `drop` selects; returns their ids.
+    pub fn take_timers_of_where(&self, rule: &str, drop: impl Fn(&str) -> bool) -> Vec<i64> {
+        let mut state = self.state();
+        let ids: Vec<i64> = state
+            .timers
+            .iter()
+            .filter(|(_, t)| &*t.rule == rule && drop(t.callback.name()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            state.timers.remove(id);
+        }
+        ids
     }
 
     /// Takes out every pending timer of `rule` (it was removed); returns their ids.
@@ -423,6 +446,7 @@ impl Host {
                 recent.payload = message.payload.clone();
                 recent.qos = message.qos;
                 recent.retain = message.retain;
+                recent.dup = message.dup;
             }
             None => {
                 state.recent.insert(message.topic.clone(), message.clone());

@@ -51,6 +51,7 @@ fn decode(value: Value) -> Option<Dynamic> {
             payload: Bytes::from(payload),
             qos: u8::try_from(m.get("qos")?.as_u64()?).ok()?,
             retain: m.get("retain")?.as_bool()?,
+            dup: false,
         })));
     }
     rhai::serde::to_dynamic(value).ok()
@@ -83,6 +84,7 @@ mod tests {
             payload: Bytes::from_static(&[0xff, 1]),
             qos: 1,
             retain: true,
+            dup: false,
         });
         let values = vec![Dynamic::from(42_i64), Dynamic::from("x"), Dynamic::from(message)];
         let encoded = encode_captured(&values).unwrap();

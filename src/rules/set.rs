@@ -90,6 +90,9 @@ pub struct RuleSet {
     timeout: Duration,
     pub(super) rules: Vec<Rule>,
     pub(super) clock: Clock,
+    /// The text of each rule file that failed to load last time, so a repeated event for the same broken
+    /// text is not compiled and logged again.
+    pub(super) last_failed: HashMap<String, String>,
     /// Where the engine's own topics live (relay state and commands).
     pub(super) base_topic: String,
     /// The previous message of each topic an `on_change` trigger watches.
@@ -129,6 +132,7 @@ impl RuleSet {
             clock,
             previous: HashMap::new(),
             base_topic: "homewright".into(),
+            last_failed: HashMap::new(),
             persisted,
             routes: HashMap::new(),
         }
@@ -362,7 +366,7 @@ impl RuleSet {
                     diagnostic.message, kind.name
                 );
             }
-            error!("{diagnostic}");
+            error!("{diagnostic}{}", diagnostic.snippet());
             diagnostic.to_string()
         });
         outputs.extend(produced);
@@ -404,6 +408,7 @@ mod tests {
             payload: Bytes::from_static(b"{\"t\": 1}"),
             qos: 0,
             retain: false,
+            dup: false,
         });
         rules
             .handle(&event)

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::host::{OneShot, TriggerKind};
 use super::persist;
-use super::set::{RuleSet, RunKind};
+use super::set::{Rule, RuleSet, RunKind};
 use crate::event::Output;
 use crate::scheduler::{Due, Recurrence};
 
@@ -20,22 +20,27 @@ impl RuleSet {
     pub(super) fn start(&mut self, outputs: &mut Vec<Output>) {
         self.start_relays(outputs);
         for rule in &self.rules {
-            for trigger in rule
-                .triggers
-                .iter()
-                .filter(|t| matches!(t.kind, TriggerKind::Start))
-            {
-                let run = RunKind {
-                    name: "on_start",
-                    position: trigger.position,
-                    topic: None,
-                    late: false,
-                };
-                self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
-            }
+            self.run_on_start(rule, outputs);
         }
         self.restore_timers(outputs);
         self.catch_up(outputs);
+    }
+
+    /// Runs the `on_start` triggers of `rule`.
+    fn run_on_start(&self, rule: &Rule, outputs: &mut Vec<Output>) {
+        for trigger in rule
+            .triggers
+            .iter()
+            .filter(|t| matches!(t.kind, TriggerKind::Start))
+        {
+            let run = RunKind {
+                name: "on_start",
+                position: trigger.position,
+                topic: None,
+                late: false,
+            };
+            self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
+        }
     }
 
     fn restore_timers(&mut self, outputs: &mut Vec<Output>) {
@@ -107,6 +112,12 @@ impl RuleSet {
                 };
                 let key = rule.trigger_key(index);
                 let Some(last) = runs.get(&(rule.name.to_string(), key.clone())) else {
+                    // First start with this trigger: from now on an outage can be told.
+                    outputs.push(Output::TriggerRan {
+                        rule: Arc::clone(&rule.name),
+                        trigger: key,
+                        ts: now,
+                    });
                     continue;
                 };
                 let missed = recurrence
@@ -263,29 +274,21 @@ impl RuleSet {
             return;
         }
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if self.rule(&name).is_some_and(|rule| rule.source() == text) {
-            return; // another event for the same save
+        let seen = self.rule(&name).is_some_and(|rule| rule.source() == text);
+        if seen || self.last_failed.get(&*name) == Some(&text) {
+            return; // another event for the same save, or the same broken text again
         }
         match self.load_file(path) {
             Ok(()) => {
                 info!(rule = %name, "{} reloaded", path.display());
+                self.last_failed.remove(&*name);
+                self.drop_orphaned_timers(&name, outputs);
                 if let Some(rule) = self.rule(&name) {
-                    for trigger in rule
-                        .triggers
-                        .iter()
-                        .filter(|t| matches!(t.kind, TriggerKind::Start))
-                    {
-                        let run = RunKind {
-                            name: "on_start",
-                            position: trigger.position,
-                            topic: None,
-                            late: false,
-                        };
-                        self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
-                    }
+                    self.run_on_start(rule, outputs);
                 }
             }
             Err(problem) => {
+                self.last_failed.insert(name.to_string(), text);
                 let kept = if self.rule(&name).is_some() {
                     "the last good version keeps running"
                 } else {
@@ -293,6 +296,24 @@ impl RuleSet {
                 };
                 tracing::error!("{problem} ({kept}){}", problem.snippet());
             }
+        }
+    }
+
+    /// After a reload: pending timers whose closure no longer exists in the new text cannot run; they are
+    /// dropped with a warning, as at a restart.
+    fn drop_orphaned_timers(&self, name: &str, outputs: &mut Vec<Output>) {
+        let Some(rule) = self.rule(name) else { return };
+        let functions: std::collections::HashSet<String> =
+            rule.ast.iter_functions().map(|f| f.name.to_string()).collect();
+        for id in self
+            .host
+            .take_timers_of_where(name, |callback| !functions.contains(callback))
+        {
+            warn!(
+                rule = name,
+                "a pending timer is dropped: its closure changed in the edited rule"
+            );
+            outputs.push(Output::TimerDone { id });
         }
     }
 

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::warn;
 
 use crate::event::Event;
@@ -18,7 +19,9 @@ pub struct RuleWatcher {
 pub fn watch(dir: &Path, events: flume::Sender<Event>) -> Result<RuleWatcher, notify::Error> {
     let mut watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
-            Ok(event) => {
+            // Only changes: reading a file (as the reload itself does) raises access events, which
+            // would otherwise schedule another reload, forever.
+            Ok(event) if changes_content(&event.kind) => {
                 for path in event.paths {
                     if path.extension().is_some_and(|e| e == "rhai") {
                         // Blocking is fine on the watcher's own thread; a full queue just slows reloads.
@@ -26,8 +29,43 @@ pub fn watch(dir: &Path, events: flume::Sender<Event>) -> Result<RuleWatcher, no
                     }
                 }
             }
+            Ok(_) => {}
             Err(e) => warn!("watching the rules directory failed: {e}"),
         })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(RuleWatcher { _watcher: watcher })
+}
+
+/// Whether a file event can change what a rule file holds (written, created, renamed, removed).
+fn changes_content(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange};
+
+    #[test]
+    fn reads_do_not_count_as_changes() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+    }
 }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, discard_on_error};
 use crate::event::{RuleRun, TimerRecord};
 use crate::gpio::model::RelayState;
 
@@ -82,87 +83,9 @@ impl AuditBatch {
 impl Store {
     /// Writes a batch in one transaction.
     pub async fn write_audit(&self, batch: &AuditBatch) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for chunk in batch.actions.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, cause, value) ");
-            insert.push_values(chunk, |mut row, a| {
-                row.push_bind(a.ts)
-                    .push_bind(a.rule.as_str())
-                    .push_bind(a.kind)
-                    .push_bind(a.target.as_str())
-                    .push_bind(a.cause);
-                match std::str::from_utf8(&a.value) {
-                    Ok(text) => row.push_bind(text),
-                    Err(_) => row.push_bind(&a.value[..]),
-                };
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        for chunk in batch.runs.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO rule_runs (ts, rule, trigger, topic, duration_us, error, actions, late) ",
-            );
-            insert.push_values(chunk, |mut row, r| {
-                row.push_bind(r.ts)
-                    .push_bind(&*r.rule)
-                    .push_bind(r.trigger)
-                    .push_bind(r.topic.as_deref())
-                    .push_bind(r.duration_us)
-                    .push_bind(r.error.as_deref())
-                    .push_bind(r.actions)
-                    .push_bind(r.late);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        for (key, value) in &batch.store {
-            sqlx::query("INSERT INTO store (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for op in &batch.timers {
-            match op {
-                TimerOp::Set(t) => sqlx::query(
-                    "INSERT OR REPLACE INTO timers (id, rule, callback, captured, due, position) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(t.id)
-                .bind(&t.rule)
-                .bind(&t.callback)
-                .bind(t.captured.as_deref())
-                .bind(t.due)
-                .bind(&t.position),
-                TimerOp::Done(id) => sqlx::query("DELETE FROM timers WHERE id = ?").bind(*id),
-            }
-            .execute(&mut *tx)
-            .await?;
-        }
-        for ((rule, trigger), ts) in &batch.trigger_runs {
-            sqlx::query(
-                "INSERT INTO trigger_runs (rule, trigger, last_run) VALUES (?, ?, ?) \
-                 ON CONFLICT (rule, trigger) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
-            )
-            .bind(rule)
-            .bind(trigger)
-            .bind(ts)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (name, state) in &batch.relays {
-            sqlx::query(
-                "INSERT INTO relays (name, is_on, since, off_due) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (name) DO UPDATE SET is_on = excluded.is_on, since = excluded.since, off_due = excluded.off_due",
-            )
-            .bind(name)
-            .bind(state.on)
-            .bind(state.since)
-            .bind(state.off_due)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let result = write_audit(&mut conn, batch).await;
+        discard_on_error(&mut conn, result)
     }
 
     /// Everything the rules persisted: `store_set` values, pending timers, catch-up trigger runs.
@@ -231,4 +154,88 @@ impl Store {
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect()
     }
+}
+
+async fn write_audit(conn: &mut SqliteConnection, batch: &AuditBatch) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    for chunk in batch.actions.chunks(ROWS_PER_STATEMENT) {
+        let mut insert: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, cause, value) ");
+        insert.push_values(chunk, |mut row, a| {
+            row.push_bind(a.ts)
+                .push_bind(a.rule.as_str())
+                .push_bind(a.kind)
+                .push_bind(a.target.as_str())
+                .push_bind(a.cause);
+            match std::str::from_utf8(&a.value) {
+                Ok(text) => row.push_bind(text),
+                Err(_) => row.push_bind(&a.value[..]),
+            };
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    for chunk in batch.runs.chunks(ROWS_PER_STATEMENT) {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO rule_runs (ts, rule, trigger, topic, duration_us, error, actions, late) ",
+        );
+        insert.push_values(chunk, |mut row, r| {
+            row.push_bind(r.ts)
+                .push_bind(&*r.rule)
+                .push_bind(r.trigger)
+                .push_bind(r.topic.as_deref())
+                .push_bind(r.duration_us)
+                .push_bind(r.error.as_deref())
+                .push_bind(r.actions)
+                .push_bind(r.late);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    for (key, value) in &batch.store {
+        sqlx::query("INSERT INTO store (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for op in &batch.timers {
+        match op {
+            TimerOp::Set(t) => sqlx::query(
+                "INSERT OR REPLACE INTO timers (id, rule, callback, captured, due, position) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(t.id)
+            .bind(&t.rule)
+            .bind(&t.callback)
+            .bind(t.captured.as_deref())
+            .bind(t.due)
+            .bind(&t.position),
+            TimerOp::Done(id) => sqlx::query("DELETE FROM timers WHERE id = ?").bind(*id),
+        }
+        .execute(&mut *tx)
+        .await?;
+    }
+    for ((rule, trigger), ts) in &batch.trigger_runs {
+        sqlx::query(
+            "INSERT INTO trigger_runs (rule, trigger, last_run) VALUES (?, ?, ?) \
+             ON CONFLICT (rule, trigger) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
+        )
+        .bind(rule)
+        .bind(trigger)
+        .bind(ts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (name, state) in &batch.relays {
+        sqlx::query(
+            "INSERT INTO relays (name, is_on, since, off_due) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET is_on = excluded.is_on, since = excluded.since, off_due = excluded.off_due",
+        )
+        .bind(name)
+        .bind(state.on)
+        .bind(state.since)
+        .bind(state.off_due)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

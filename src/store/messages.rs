@@ -1,9 +1,10 @@
 //! Writing received messages in batches, and reading the latest one of a topic.
 
 use bytes::Bytes;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
-use super::{HistoryReader, Store, StoreError};
+use super::{HistoryReader, Store, StoreError, discard_on_error};
 use crate::event::Message;
 
 /// Rows per INSERT statement: 5 bound values each stays far below SQLite's 32,766 bind limit, and one
@@ -13,24 +14,32 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 impl Store {
     /// Stores a batch of messages in one transaction: all of them or, on error, none.
     pub async fn insert_messages(&self, batch: &[&Message]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO messages (ts, topic, payload, qos, retain) ");
-            insert.push_values(chunk, |mut row, m| {
-                row.push_bind(m.ts).push_bind(m.topic.as_str());
-                // Text when it is text, so SQL's string and JSON functions work; bytes otherwise.
-                match std::str::from_utf8(&m.payload) {
-                    Ok(text) => row.push_bind(text),
-                    Err(_) => row.push_bind(&m.payload[..]),
-                };
-                row.push_bind(i64::from(m.qos)).push_bind(m.retain);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let result = insert_messages(&mut conn, batch).await;
+        discard_on_error(&mut conn, result)
     }
+}
+
+async fn insert_messages(conn: &mut SqliteConnection, batch: &[&Message]) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let mut insert: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO messages (ts, topic, payload, qos, retain, dup) ");
+        insert.push_values(chunk, |mut row, m| {
+            row.push_bind(m.ts).push_bind(m.topic.as_str());
+            // Text when it is text, so SQL's string and JSON functions work; bytes otherwise.
+            match std::str::from_utf8(&m.payload) {
+                Ok(text) => row.push_bind(text),
+                Err(_) => row.push_bind(&m.payload[..]),
+            };
+            row.push_bind(i64::from(m.qos))
+                .push_bind(m.retain)
+                .push_bind(m.dup);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 impl HistoryReader {
@@ -98,5 +107,6 @@ fn message_of(row: &sqlx::sqlite::SqliteRow) -> Result<Message, StoreError> {
         payload: Bytes::from(payload),
         qos: u8::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
         retain: row.try_get(4)?,
+        dup: false,
     })
 }

@@ -4,13 +4,20 @@
 
 pub mod audit;
 mod messages;
+pub mod outbox;
 pub mod query;
+mod retention;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 pub use query::{QueryResult, SqlValue};
@@ -37,11 +44,31 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// What an owner can do about a failed write, when SQLite's result code tells.
+    pub fn hint(&self) -> Option<&'static str> {
+        let StoreError::Sql(sqlx::Error::Database(e)) = self else {
+            return None;
+        };
+        // Primary result codes (the low byte of an extended code): SQLITE_BUSY, SQLITE_IOERR,
+        // SQLITE_FULL, SQLITE_READONLY.
+        let code: i64 = e.code()?.parse().ok()?;
+        match code & 0xff {
+            5 => Some("another program holds the database's write lock, e.g. an open sqlite3 shell"),
+            10 => Some("the disk reported an I/O error; check the disk and `dmesg`"),
+            13 => Some("the disk is full; free space on the database's filesystem"),
+            8 => Some("the database file or its directory is read-only; check its permissions"),
+            _ => None,
+        }
+    }
+}
+
 /// The writing side of the history. Cheap to clone; all clones share one connection, since SQLite has
 /// one writer at a time anyway and a second connection would only add lock waits.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    path: Arc<Path>,
 }
 
 impl Store {
@@ -69,7 +96,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Takes effect in a new file (before the first table): the retention purge can then give
+            // freed pages back, so the file stops growing once retention is reached.
+            .auto_vacuum(SqliteAutoVacuum::Incremental);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
@@ -82,13 +112,40 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            path: Arc::from(path),
+        })
+    }
+
+    /// The database file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Waits for pending writes and closes the connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Returns `result`; when it is an error, the writer connection is closed instead of going back to the
+/// pool, and the next write opens a fresh one.
+///
+/// Why: after SQLITE_FULL or an I/O error, SQLite may already have rolled the transaction back by
+/// itself. sqlx's ROLLBACK then fails, which leaves sqlx's transaction depth at 1, so its next `begin`
+/// issues a SAVEPOINT instead of BEGIN; a later failed attempt's `ROLLBACK TO` leaves a real transaction
+/// open, and the next "commit" only releases a savepoint inside it. A batch reported as committed (and
+/// so acknowledged to the broker) was then lost when the connection closed: found by
+/// `tests/database_faults.rs` on a full disk. A fresh connection has no such state.
+pub(super) fn discard_on_error<T>(
+    conn: &mut PoolConnection<Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result
 }
 
 /// A read-only view of the history: writes, ATTACH and extension loading are refused by SQLite itself.

@@ -37,6 +37,18 @@ pub struct Setup {
     /// Extra lines for the `rules:` section, indented by two spaces.
     pub rules_options: String,
     pub client_id: String,
+    /// The database file, relative to `dir`.
+    pub db: String,
+    /// Extra lines for the `mqtt:` section, indented by two spaces.
+    pub mqtt_options: String,
+    /// Where the readiness probe publishes, when not `port` (e.g. a plain listener next to TLS).
+    pub probe_port: Option<u16>,
+    /// The probe's username and password, for a broker that requires a login.
+    pub probe_login: Option<(String, String)>,
+    /// Environment of the binary (`Process`).
+    pub env: Vec<(String, String)>,
+    /// `RUST_LOG` of the binary; default `info,rumqttd=off`.
+    pub log_level: Option<String>,
     /// More top-level config sections (e.g. `gpio:`, `metrics:`), appended as written.
     pub extra_config: String,
 }
@@ -67,6 +79,12 @@ impl Setup {
             embedded,
             rules_options: String::new(),
             client_id: format!("hw-test-{port}"),
+            db: "history.db".into(),
+            mqtt_options: String::new(),
+            probe_port: None,
+            probe_login: None,
+            env: Vec::new(),
+            log_level: None,
             extra_config: String::new(),
         }
     }
@@ -83,22 +101,30 @@ impl Setup {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("history.db")
+        self.dir.path().join(&self.db)
     }
 
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\nbroker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: history.db\nrules:\n  dir: rules\n{options}{extra}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}{extra}",
             port = self.port,
             id = self.client_id,
             embedded = self.embedded,
             options = self.rules_options,
+            db = self.db,
+            mqtt = self.mqtt_options,
             extra = self.extra_config,
         );
         let path = self.config_path();
         std::fs::write(&path, text).expect("write config");
         path
+    }
+
+    /// Waits until the engine stores what it receives, probing as this setup says.
+    pub async fn wait_until_ingesting(&self) {
+        let login = self.probe_login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        probe_until_stored(self.probe_port.unwrap_or(self.port), login, &self.db_path()).await;
     }
 }
 
@@ -128,7 +154,7 @@ impl Engine {
             shutdown,
             task,
         };
-        wait_until_ingesting(engine.setup.port, &engine.setup.db_path()).await;
+        engine.setup.wait_until_ingesting().await;
         engine
     }
 
@@ -156,25 +182,52 @@ pub struct Process {
 impl Process {
     /// Starts `homewright run -c CONFIG` and waits until it stores what it receives.
     pub async fn start(setup: &Setup) -> Process {
-        Process::start_with_log(setup, None).await
+        let process = Process::spawn(setup, None);
+        setup.wait_until_ingesting().await;
+        process
     }
 
     /// Like `start`, with the engine's log written to `log` (to check what it says).
     pub async fn start_with_log(setup: &Setup, log: Option<&Path>) -> Process {
+        let process = Process::spawn(setup, log);
+        setup.wait_until_ingesting().await;
+        process
+    }
+
+    /// Starts `homewright run -c CONFIG` without waiting for a broker; its stderr (the log) is appended
+    /// to `log` when given, else inherited.
+    pub fn spawn(setup: &Setup, log: Option<&Path>) -> Process {
         let config = setup.write_config();
         let stderr = match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the log file"),
+            ),
             None => Stdio::inherit(),
         };
         let child = crate::support::homewright_command()
             .args(["run", "-c"])
             .arg(&config)
+            .env(
+                "RUST_LOG",
+                setup.log_level.as_deref().unwrap_or("info,rumqttd=off"),
+            )
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("start homewright");
-        wait_until_ingesting(setup.port, &setup.db_path()).await;
         Process { child }
+    }
+
+    /// Starts it with its log appended to `log` and waits until it stores what it receives.
+    pub async fn start_logged(setup: &Setup, log: &Path) -> Process {
+        let process = Process::spawn(setup, Some(log));
+        setup.wait_until_ingesting().await;
+        process
     }
 
     /// Sends a signal (e.g. "TERM", "KILL").
@@ -207,14 +260,21 @@ impl Drop for Process {
 }
 
 /// Publishes a probe until the engine has stored one: then it is subscribed and committing.
-async fn wait_until_ingesting(port: u16, db: &Path) {
-    let client = Client::connect(port, &format!("probe-{}", free_port())).await;
+pub async fn wait_until_ingesting(port: u16, db: &Path) {
+    probe_until_stored(port, None, db).await;
+}
+
+async fn probe_until_stored(port: u16, login: Option<(&str, &str)>, db: &Path) {
+    // A payload of its own, so a probe stored by an earlier run of the engine does not count.
+    let probe = format!("probe-{}", free_port());
+    let client = Client::connect_with(port, &probe, login).await;
+    let stored = format!("SELECT count(*) FROM messages WHERE topic = 'test/ready' AND payload = '{probe}'");
     for _ in 0..200 {
         client
-            .publish("test/ready", "probe", QoS::AtLeastOnce, false)
+            .publish("test/ready", probe.clone(), QoS::AtLeastOnce, false)
             .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if db.exists() && count(db, "SELECT count(*) FROM messages WHERE topic = 'test/ready'").await > 0 {
+        if db.exists() && count(db, &stored).await > 0 {
             return;
         }
     }
@@ -271,7 +331,15 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(port: u16, id: &str) -> Client {
+        Client::connect_with(port, id, None).await
+    }
+
+    /// Connects with a username and password.
+    pub async fn connect_with(port: u16, id: &str, login: Option<(&str, &str)>) -> Client {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((username, password)) = login {
+            options.set_credentials(username, password);
+        }
         options
             .set_max_packet_size(4 << 20, 4 << 20)
             .set_keep_alive(Duration::from_secs(30));
@@ -366,5 +434,14 @@ pub fn homewright_command() -> Command {
             command
         }
         _ => Command::new(binary),
+    }
+}
+
+/// A cell as text, for comparing rows.
+pub fn text(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Text(t) => t.clone(),
+        SqlValue::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
     }
 }

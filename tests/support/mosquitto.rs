@@ -2,7 +2,7 @@
 //! most homes run. Where no `mosquitto` binary exists the tests are skipped, unless
 //! HOMEWRIGHT_REQUIRE_MOSQUITTO=1 (as `.ci/run` sets) makes its absence a failure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -11,8 +11,9 @@ use super::free_port;
 /// A running Mosquitto, killed when dropped.
 pub struct Mosquitto {
     pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 fn binary() -> Option<PathBuf> {
@@ -24,52 +25,113 @@ fn binary() -> Option<PathBuf> {
     candidates.map(|dir| dir.join("mosquitto")).find(|p| p.is_file())
 }
 
+/// The Mosquitto binary, or None (test skipped) when it is not installed and not required.
+fn required_binary() -> Option<PathBuf> {
+    let found = binary();
+    if found.is_none() {
+        if std::env::var("HOMEWRIGHT_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
+            panic!("mosquitto is required (HOMEWRIGHT_REQUIRE_MOSQUITTO=1) but not installed");
+        }
+        eprintln!("skipped: mosquitto is not installed");
+    }
+    found
+}
+
 impl Mosquitto {
     /// Starts Mosquitto, or returns None (test skipped) when it is not installed and not required.
     pub async fn start() -> Option<Mosquitto> {
-        let Some(binary) = binary() else {
-            if std::env::var("HOMEWRIGHT_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
-                panic!("mosquitto is required (HOMEWRIGHT_REQUIRE_MOSQUITTO=1) but not installed");
-            }
-            eprintln!("skipped: mosquitto is not installed");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let config = dir.path().join("mosquitto.conf");
+        Mosquitto::start_with("").await
+    }
+
+    /// Mosquitto that keeps sessions, queued messages and retained messages on disk across its own
+    /// restarts (`persistence true`), as a home that cares about its history runs it.
+    pub async fn start_persistent() -> Option<Mosquitto> {
+        Mosquitto::start_with("persistence true\npersistence_location {dir}/\nmax_inflight_messages 100\n")
+            .await
+    }
+
+    /// Starts Mosquitto with `extra` config lines (`{dir}` is replaced by its own temp directory).
+    pub async fn start_with(extra: &str) -> Option<Mosquitto> {
         // max_queued_messages 0: keep everything for an offline persistent session (the default, 1000,
         // would drop messages while the engine restarts, which is the broker's loss, not ours).
-        std::fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n"),
-        )
-        .expect("write mosquitto.conf");
-        let child = Command::new(binary)
+        Mosquitto::start_custom(|port, dir| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n{}",
+                extra.replace("{dir}", &dir.display().to_string())
+            )
+        })
+        .await
+    }
+
+    /// Starts Mosquitto with the config `make(port, dir)` returns: `port` is a free port the config
+    /// must listen on without TLS (it is how the test sees that the broker is up), `dir` the broker's
+    /// own directory, into which `make` may write the files the config names (certificates, passwords).
+    pub async fn start_custom(make: impl FnOnce(u16, &Path) -> String) -> Option<Mosquitto> {
+        let binary = required_binary()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        // Started as root, Mosquitto drops to the `mosquitto` user, which must be able to write its
+        // persistence file here.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("open the broker's directory");
+        }
+        std::fs::write(dir.path().join("mosquitto.conf"), make(port, dir.path()))
+            .expect("write mosquitto.conf");
+        let mut mosquitto = Mosquitto {
+            port,
+            child: None,
+            binary,
+            dir,
+        };
+        mosquitto.restart().await;
+        Some(mosquitto)
+    }
+
+    /// Its directory (config, persistence file), for tests that add certificates or password files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops it as an init system would (SIGTERM: a persistent broker saves its state) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port with the same config and waits until it listens.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(&self.binary)
             .arg("-c")
-            .arg(&config)
+            .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start mosquitto");
         // Owned from here on, so a failed start still kills and reaps it.
-        let mosquitto = Mosquitto {
-            port,
-            child,
-            _dir: dir,
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(mosquitto);
+        self.child = Some(child);
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("mosquitto did not start listening on {port}");
+        panic!("mosquitto did not start listening on {}", self.port);
     }
 }
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

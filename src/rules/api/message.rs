@@ -100,6 +100,7 @@ mod tests {
             payload: Bytes::copy_from_slice(payload),
             qos: 1,
             retain: false,
+            dup: false,
         })
     }
 
@@ -133,5 +134,61 @@ mod tests {
         }
         let t = other.json().as_map_ref().ok().and_then(|m| m.get("t").cloned());
         assert_eq!(t.and_then(|t| t.as_int().ok()), Some(4));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON document without null (which rules see as `()`), with integers and finite floats
+        /// as Rhai holds them.
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                (-1e12f64..1e12).prop_map(serde_json::Value::from),
+                ".{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(6, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(".{0,8}", inner, 0..8)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_without_panicking(payload in prop::collection::vec(any::<u8>(), 0..256)) {
+                let m = message(&payload);
+                let value = m.value();
+                prop_assert!(value.is_unit() || value.as_float().is_ok_and(f64::is_finite));
+                let _ = m.json();
+                prop_assert_eq!(m.payload(), String::from_utf8_lossy(&payload));
+            }
+
+            #[test]
+            fn json_payloads_reach_rules_unchanged(value in json_value()) {
+                let text = serde_json::to_vec(&value).unwrap();
+                let seen = message(&text).json();
+                let back: serde_json::Value = rhai::serde::from_dynamic(&seen).unwrap();
+                prop_assert_eq!(back, value);
+            }
+
+            #[test]
+            fn numbers_are_read_as_written(number in any::<f64>().prop_filter("finite", |n| n.is_finite())) {
+                prop_assert_eq!(message(number.to_string().as_bytes()).value().as_float(), Ok(number));
+                prop_assert_eq!(message(format!(" {number}\n").as_bytes()).value().as_float(), Ok(number));
+            }
+
+            #[test]
+            fn parts_are_the_topic_levels(topic in "[a-z/+ ]{0,40}") {
+                let m = RuleMessage::new(Message { topic: topic.clone(), ..message(b"").message().clone() });
+                let parts: Vec<String> = m.parts().into_iter().map(|p| p.into_string().unwrap()).collect();
+                prop_assert_eq!(parts.len(), topic.matches('/').count() + 1);
+                prop_assert_eq!(parts.join("/"), topic);
+            }
+        }
     }
 }

@@ -73,10 +73,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             after.note(Output::TimerSet(TimerRecord {
                 id,
                 rule: timer.rule.to_string(),
-                callback: match &timer.callback {
-                    crate::rules::host::Callback::Pointer(pointer) => pointer.fn_name().to_string(),
-                    crate::rules::host::Callback::Restored { name, .. } => name.clone(),
-                },
+                callback: timer.callback.name().to_string(),
                 captured,
                 due: timer.due,
                 position: format!(

@@ -1,0 +1,166 @@
+//! The retention purge: deletes messages older than `database.retention` allows for their topic (the
+//! first matching entry wins; no match keeps forever), at start and then every [`PURGE_INTERVAL`].
+//!
+//! Invariants:
+//! - Ingest never waits long on it: every delete is a transaction of at most [`BATCH_ROWS`] rows on the
+//!   shared writer connection, with a pause between batches in which a waiting commit gets its turn.
+//! - The file stops growing once retention is reached: SQLite reuses freed pages, and since the file
+//!   is created with `auto_vacuum = INCREMENTAL`, freed pages are also handed back to the file system,
+//!   a few at a time, after each purge.
+//! - A failure (locked or full database) is logged and the purge tried again at the next interval; it
+//!   never ends the service.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config;
+use crate::event::now_millis;
+use crate::mqtt::topic;
+use crate::store::{Store, StoreError};
+
+/// Time between two purges. Retention is counted in days, so an hour late is nothing.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(3_600);
+/// How long after start the first purge begins: the engine first catches up with what the broker held.
+pub const FIRST_PURGE_DELAY: Duration = Duration::from_secs(10);
+/// Rows per delete transaction: a few milliseconds of the writer, even on an SD card.
+pub const BATCH_ROWS: i64 = 1_000;
+/// Pause between two batches, so a commit of received messages waiting for the writer goes first.
+pub const BATCH_PAUSE: Duration = Duration::from_millis(20);
+/// Pages handed back to the file system per step (4 MiB with SQLite's 4 KiB pages).
+const VACUUM_PAGES: u32 = 1_024;
+/// A progress line after this many deleted rows, for a first purge of a large history.
+const PROGRESS_EVERY: u64 = 100_000;
+
+/// What one purge did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub deleted: u64,
+    pub pages_freed: i64,
+}
+
+/// How long messages on `topic` are kept under `rules`: the first matching rule's `keep`, or forever.
+pub fn keep_for(rules: &[config::Retention], topic: &str) -> Option<Duration> {
+    rules
+        .iter()
+        .find(|rule| topic::matches(topic, &rule.topics))
+        .map(|rule| rule.keep)
+}
+
+/// The retention stage. Build it with the configured rules; `run` it until shutdown.
+pub struct Retention {
+    pub store: Store,
+    pub rules: Vec<config::Retention>,
+}
+
+impl Retention {
+    /// Purges at start (after [`FIRST_PURGE_DELAY`]) and every [`PURGE_INTERVAL`] until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.rules.is_empty() {
+            return;
+        }
+        match self.store.auto_vacuum().await {
+            Ok(2) => {}
+            Ok(_) => info!(
+                "{} was created without incremental auto_vacuum: old messages are deleted and their space reused, \
+                 but the file does not shrink (to change that, stop the engine and run \
+                 `sqlite3 FILE 'PRAGMA auto_vacuum = INCREMENTAL; VACUUM'` once)",
+                self.store.path().display()
+            ),
+            Err(e) => debug!("cannot read auto_vacuum: {e}"),
+        }
+        let mut pause = FIRST_PURGE_DELAY;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.purge(&shutdown).await {
+                warn!(
+                    "retention purge failed: {e}; trying again in {}h",
+                    PURGE_INTERVAL.as_secs() / 3_600
+                );
+            }
+            pause = PURGE_INTERVAL;
+        }
+    }
+
+    /// One purge over every topic, then hands freed pages back. Stops early on `shutdown`.
+    pub async fn purge(&self, shutdown: &CancellationToken) -> Result<PurgeReport, StoreError> {
+        let now = now_millis();
+        let mut report = PurgeReport::default();
+        let mut next_progress = PROGRESS_EVERY;
+        for topic in self.store.topics().await? {
+            let Some(keep) = self.keep(&topic) else {
+                continue;
+            };
+            let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            loop {
+                if shutdown.is_cancelled() {
+                    return Ok(report);
+                }
+                let deleted = self.store.purge_batch(&topic, before, BATCH_ROWS).await?;
+                report.deleted += deleted;
+                if report.deleted >= next_progress {
+                    info!(deleted = report.deleted, "retention purge in progress");
+                    next_progress += PROGRESS_EVERY;
+                }
+                if deleted < BATCH_ROWS as u64 {
+                    break;
+                }
+                tokio::time::sleep(BATCH_PAUSE).await;
+            }
+        }
+        report.pages_freed = self.vacuum(shutdown).await?;
+        if report.deleted > 0 {
+            info!(
+                deleted = report.deleted,
+                pages_freed = report.pages_freed,
+                "retention purge done"
+            );
+        }
+        Ok(report)
+    }
+
+    fn keep(&self, topic: &str) -> Option<Duration> {
+        keep_for(&self.rules, topic)
+    }
+
+    /// Hands free pages back in steps, pausing between them like the deletes.
+    async fn vacuum(&self, shutdown: &CancellationToken) -> Result<i64, StoreError> {
+        let start = self.store.free_pages().await?;
+        if start == 0 || self.store.auto_vacuum().await? != 2 {
+            return Ok(0);
+        }
+        let mut left = start;
+        while left > 0 && !shutdown.is_cancelled() {
+            self.store.incremental_vacuum(VACUUM_PAGES).await?;
+            let now_free = self.store.free_pages().await?;
+            if now_free >= left {
+                break; // nothing more could be freed
+            }
+            left = now_free;
+            tokio::time::sleep(BATCH_PAUSE).await;
+        }
+        Ok(start - left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_matching_rule_decides_and_no_match_keeps_forever() {
+        let rule = |topics: &str, days: u64| config::Retention {
+            topics: topics.into(),
+            keep: Duration::from_secs(days * 86_400),
+        };
+        let rules = [rule("zigbee2mqtt/+/linkquality", 7), rule("zigbee2mqtt/#", 365)];
+        let keep = |t: &str| keep_for(&rules, t).map(|k| k.as_secs() / 86_400);
+        assert_eq!(keep("zigbee2mqtt/porch/linkquality"), Some(7));
+        assert_eq!(keep("zigbee2mqtt/porch"), Some(365));
+        assert_eq!(keep("homewright/status"), None);
+    }
+}
