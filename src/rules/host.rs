@@ -438,7 +438,20 @@ impl Host {
     /// Remembers the newest message of its topic for `last()`: a rule sees it before ingest has
     /// committed it.
     pub fn observe(&self, message: &Message) {
-        self.state().recent.insert(message.topic.clone(), message.clone());
+        let mut state = self.state();
+        // Updated in place when the topic is known (the usual case): no new key, no topic copy.
+        match state.recent.get_mut(&message.topic) {
+            Some(recent) => {
+                recent.ts = message.ts;
+                recent.payload = message.payload.clone();
+                recent.qos = message.qos;
+                recent.retain = message.retain;
+                recent.dup = message.dup;
+            }
+            None => {
+                state.recent.insert(message.topic.clone(), message.clone());
+            }
+        }
     }
 
     /// `last(topic)`: the newest message seen since start, else the newest stored one.

@@ -29,7 +29,7 @@ pub fn encode_captured(values: &[Dynamic]) -> Option<String> {
 
 fn encode(value: &Dynamic) -> Option<Value> {
     if let Some(message) = value.clone().flatten().try_cast::<RuleMessage>() {
-        let m = message.0;
+        let m = message.message();
         return Some(
             json!({ "$message": { "ts": m.ts, "topic": m.topic, "payload": m.payload.to_vec(), "qos": m.qos, "retain": m.retain } }),
         );
@@ -45,7 +45,7 @@ fn decode(value: Value) -> Option<Dynamic> {
         && let Some(Value::Object(m)) = map.get("$message")
     {
         let payload: Vec<u8> = serde_json::from_value(m.get("payload")?.clone()).ok()?;
-        return Some(Dynamic::from(RuleMessage(Message {
+        return Some(Dynamic::from(RuleMessage::new(Message {
             ts: m.get("ts")?.as_i64()?,
             topic: m.get("topic")?.as_str()?.to_string(),
             payload: Bytes::from(payload),
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn captured_values_and_messages_round_trip() {
-        let message = RuleMessage(Message {
+        let message = RuleMessage::new(Message {
             ts: 5,
             topic: "a/b".into(),
             payload: Bytes::from_static(&[0xff, 1]),
@@ -102,8 +102,8 @@ mod tests {
         assert_eq!(curry[0].as_int(), Ok(42));
         assert_eq!(curry[1].clone().into_string().unwrap(), "x");
         let restored = curry[2].clone().try_cast::<RuleMessage>().unwrap();
-        assert_eq!(&restored.0.payload[..], &[0xff, 1]);
-        assert!(restored.0.retain);
+        assert_eq!(&restored.message().payload[..], &[0xff, 1]);
+        assert!(restored.message().retain);
     }
 
     #[test]

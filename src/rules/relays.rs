@@ -96,9 +96,13 @@ impl RuleSet {
     /// one (rules still see it as any other message).
     pub(super) fn relay_command(&self, message: &Message, outputs: &mut Vec<Output>) {
         let base = &self.base_topic;
-        let (name, cause) = if let Some(name) = relay_of(&message.topic, &format!("{base}/relay/")) {
+        // Checked on every message, so without building the prefixes each time.
+        let Some(rest) = message.topic.strip_prefix(base.as_str()) else {
+            return;
+        };
+        let (name, cause) = if let Some(name) = relay_of(rest, "/relay/") {
             (name, Cause::SetTopic)
-        } else if let Some(name) = relay_of(&message.topic, &format!("{base}/cli/relay/")) {
+        } else if let Some(name) = relay_of(rest, "/cli/relay/") {
             (name, Cause::Cli)
         } else {
             return;

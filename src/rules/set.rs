@@ -20,6 +20,10 @@ use crate::mqtt::topic;
 use crate::scheduler::{Clock, Due, Location};
 use crate::store::audit::Persisted;
 
+/// Topics whose matching triggers [`RuleSet::routes`] remembers at most: a home has a few hundred;
+/// past this the memory is cleared and rebuilt, so each entry (about 100 bytes) stays bounded.
+const ROUTE_CACHE_TOPICS: usize = 4_096;
+
 /// One loaded rule file.
 pub struct Rule {
     /// The file name without `.rhai`: the rule's name in logs and the database.
@@ -95,6 +99,8 @@ pub struct RuleSet {
     previous: HashMap<String, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
     pub(super) persisted: Persisted,
+    /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
+    routes: HashMap<String, Arc<[(usize, usize)]>>,
 }
 
 impl RuleSet {
@@ -128,6 +134,7 @@ impl RuleSet {
             base_topic: "homewright".into(),
             last_failed: HashMap::new(),
             persisted,
+            routes: HashMap::new(),
         }
     }
 
@@ -174,6 +181,7 @@ impl RuleSet {
         self.schedule_rule(&rule, self.clock.now());
         self.remember_watched(&rule);
         self.rules.push(rule);
+        self.forget_routes();
         Ok(())
     }
 
@@ -254,43 +262,83 @@ impl RuleSet {
     fn message(&mut self, message: &Message, outputs: &mut Vec<Output>) {
         self.host.observe(message);
         self.relay_command(message, outputs);
+        let routes = self.routes(&message.topic);
+        if routes.is_empty() {
+            return;
+        }
         let previous = self.previous.get(&message.topic);
         let changed = previous.is_none_or(|p| p.payload != message.payload);
-        let old = previous.map_or(Dynamic::UNIT, |p| Dynamic::from(RuleMessage(p.clone())));
+        let old = previous.map_or(Dynamic::UNIT, |p| Dynamic::from(RuleMessage::new(p.clone())));
+        // One message for every trigger it fires: its JSON is then parsed at most once.
+        let shared = RuleMessage::new(message.clone());
         let mut watched = false;
-        for rule in &self.rules {
-            for trigger in &rule.triggers {
-                let run = RunKind {
-                    name: trigger.kind.name(),
-                    position: trigger.position,
-                    topic: Some(&message.topic),
-                    late: false,
-                };
-                match &trigger.kind {
-                    TriggerKind::Message { filter } if topic::matches(&message.topic, filter) => {
-                        let arg = Dynamic::from(RuleMessage(message.clone()));
-                        self.run(rule, run, |e, ast| trigger.callback.call(e, ast, (arg,)), outputs);
-                    }
-                    TriggerKind::Change { filter } if topic::matches(&message.topic, filter) => {
-                        watched = true;
-                        if changed {
-                            let new = Dynamic::from(RuleMessage(message.clone()));
-                            let old = old.clone();
-                            self.run(
-                                rule,
-                                run,
-                                |e, ast| trigger.callback.call(e, ast, (old, new)),
-                                outputs,
-                            );
-                        }
-                    }
-                    _ => {}
+        for &(r, t) in routes.iter() {
+            let rule = &self.rules[r];
+            let trigger = &rule.triggers[t];
+            let run = RunKind {
+                name: trigger.kind.name(),
+                position: trigger.position,
+                topic: Some(&message.topic),
+                late: false,
+            };
+            match &trigger.kind {
+                TriggerKind::Message { .. } => {
+                    let arg = Dynamic::from(shared.clone());
+                    self.run(rule, run, |e, ast| trigger.callback.call(e, ast, (arg,)), outputs);
                 }
+                TriggerKind::Change { .. } => {
+                    watched = true;
+                    if changed {
+                        let new = Dynamic::from(shared.clone());
+                        let old = old.clone();
+                        self.run(
+                            rule,
+                            run,
+                            |e, ast| trigger.callback.call(e, ast, (old, new)),
+                            outputs,
+                        );
+                    }
+                }
+                _ => {}
             }
         }
         if watched {
             self.previous.insert(message.topic.clone(), message.clone());
         }
+    }
+
+    /// The message triggers (rule index, trigger index, in rule order) whose filter matches `topic`.
+    /// Matching every filter of every rule costs microseconds per message with 50 rules, while a home
+    /// sends the same few hundred topics over and over: so the answer is remembered per topic.
+    fn routes(&mut self, topic: &str) -> Arc<[(usize, usize)]> {
+        if let Some(found) = self.routes.get(topic) {
+            return Arc::clone(found);
+        }
+        let found: Arc<[(usize, usize)]> = self
+            .rules
+            .iter()
+            .enumerate()
+            .flat_map(|(r, rule)| {
+                rule.triggers.iter().enumerate().filter_map(move |(t, trigger)| {
+                    let filter = match &trigger.kind {
+                        TriggerKind::Message { filter } | TriggerKind::Change { filter } => filter,
+                        _ => return None,
+                    };
+                    topic::matches(topic, filter).then_some((r, t))
+                })
+            })
+            .collect();
+        if self.routes.len() >= ROUTE_CACHE_TOPICS {
+            // Topics that carry ids (one per request, per session) would otherwise grow it forever.
+            self.routes.clear();
+        }
+        self.routes.insert(topic.to_string(), Arc::clone(&found));
+        found
+    }
+
+    /// The loaded rules changed: every remembered route may be wrong.
+    pub(super) fn forget_routes(&mut self) {
+        self.routes.clear();
     }
 
     /// Runs one trigger's closure (`call`) and appends what it asked for and its trace to `outputs`.
@@ -337,5 +385,80 @@ impl RuleSet {
     /// The rule named `name`.
     pub(super) fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| &*r.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn limits() -> Limits {
+        Limits {
+            max_operations: 100_000,
+            timeout: Duration::from_secs(1),
+            max_string_size: 1 << 20,
+        }
+    }
+
+    fn runs_for(rules: &mut RuleSet, topic: &str) -> Vec<String> {
+        let event = Event::Message(Message {
+            ts: 1,
+            topic: topic.into(),
+            payload: Bytes::from_static(b"{\"t\": 1}"),
+            qos: 0,
+            retain: false,
+            dup: false,
+        });
+        rules
+            .handle(&event)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Run(run) => Some(run.rule.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn remembered_routes_follow_rules_that_are_added_changed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rules = RuleSet::new(
+            limits(),
+            None,
+            Persisted::default(),
+            Clock::Wall,
+            Location::default(),
+        );
+        let a = dir.path().join("a.rhai");
+        std::fs::write(&a, "on_message(\"home/+/t\", |msg| msg.json);\n").unwrap();
+        rules.load_file(&a).unwrap();
+        assert_eq!(runs_for(&mut rules, "home/x/t"), ["a"]);
+        assert!(runs_for(&mut rules, "garden/t").is_empty());
+
+        let b = dir.path().join("b.rhai");
+        std::fs::write(&b, "on_message(\"garden/#\", |msg| msg.json);\n").unwrap();
+        rules.load_file(&b).unwrap();
+        assert_eq!(
+            runs_for(&mut rules, "garden/t"),
+            ["b"],
+            "a topic seen before the rule came"
+        );
+
+        std::fs::write(&a, "on_message(\"garden/t\", |msg| msg.json);\n").unwrap();
+        rules.load_file(&a).unwrap();
+        assert!(
+            runs_for(&mut rules, "home/x/t").is_empty(),
+            "the old filter is gone"
+        );
+        assert_eq!(
+            runs_for(&mut rules, "garden/t"),
+            ["b", "a"],
+            "rule order: load order"
+        );
+
+        std::fs::remove_file(&b).unwrap();
+        rules.handle(&Event::RuleFile(b));
+        assert_eq!(runs_for(&mut rules, "garden/t"), ["a"]);
     }
 }

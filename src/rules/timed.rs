@@ -319,6 +319,7 @@ impl RuleSet {
 
     fn unload(&mut self, name: &str, outputs: &mut Vec<Output>) {
         self.rules.retain(|r| &*r.name != name);
+        self.forget_routes();
         self.host.unschedule_rule(name);
         for id in self.host.take_timers_of(name) {
             outputs.push(Output::TimerDone { id });

@@ -1,31 +1,59 @@
 //! `msg`: the message a trigger receives, with its payload decoded on demand (`payload`, `json`,
 //! `value`, `parts`) so that a rule pays only for what it reads.
 
+use std::sync::{Arc, OnceLock};
+
 use rhai::{Array, Dynamic, Engine, FLOAT, INT};
 
 use crate::event::Message;
 
-/// A message as rules see it.
+/// A message as rules see it. Cloning is cheap (the message is shared), so every trigger a message
+/// fires gets the same one, and its JSON is parsed at most once however many rules read `msg.json`.
 #[derive(Debug, Clone)]
-pub struct RuleMessage(pub Message);
+pub struct RuleMessage(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    message: Message,
+    /// `msg.json`, parsed on first read.
+    json: OnceLock<Dynamic>,
+}
 
 impl RuleMessage {
-    fn payload(&self) -> String {
-        String::from_utf8_lossy(&self.0.payload).into_owned()
+    pub fn new(message: Message) -> Self {
+        RuleMessage(Arc::new(Shared {
+            message,
+            json: OnceLock::new(),
+        }))
     }
 
-    /// The payload parsed as JSON, or `()` when it is not JSON.
+    /// The message itself.
+    pub fn message(&self) -> &Message {
+        &self.0.message
+    }
+
+    fn payload(&self) -> String {
+        String::from_utf8_lossy(&self.message().payload).into_owned()
+    }
+
+    /// The payload parsed as JSON, or `()` when it is not JSON. Each read gets its own copy, so a rule
+    /// that changes the map it got does not change what the next rule reads.
     fn json(&self) -> Dynamic {
-        serde_json::from_slice::<serde_json::Value>(&self.0.payload)
-            .ok()
-            .and_then(|value| rhai::serde::to_dynamic(value).ok())
-            .unwrap_or(Dynamic::UNIT)
+        self.0
+            .json
+            .get_or_init(|| {
+                serde_json::from_slice::<serde_json::Value>(&self.message().payload)
+                    .ok()
+                    .and_then(|value| rhai::serde::to_dynamic(value).ok())
+                    .unwrap_or(Dynamic::UNIT)
+            })
+            .clone()
     }
 
     /// The payload as a number (always a float, so arithmetic on sensor values never truncates), or
     /// `()` when it is not one.
     fn value(&self) -> Dynamic {
-        std::str::from_utf8(&self.0.payload)
+        std::str::from_utf8(&self.message().payload)
             .ok()
             .and_then(|text| text.trim().parse::<FLOAT>().ok())
             .filter(|number| number.is_finite())
@@ -33,7 +61,7 @@ impl RuleMessage {
     }
 
     fn parts(&self) -> Array {
-        self.0
+        self.message()
             .topic
             .split('/')
             .map(|level| Dynamic::from(level.to_string()))
@@ -44,19 +72,19 @@ impl RuleMessage {
 pub(super) fn register(engine: &mut Engine) {
     engine
         .register_type_with_name::<RuleMessage>("Message")
-        .register_get("topic", |m: &mut RuleMessage| m.0.topic.clone())
+        .register_get("topic", |m: &mut RuleMessage| m.message().topic.clone())
         .register_get("payload", |m: &mut RuleMessage| m.payload())
         .register_get("json", |m: &mut RuleMessage| m.json())
         .register_get("value", |m: &mut RuleMessage| m.value())
         .register_get("parts", |m: &mut RuleMessage| m.parts())
-        .register_get("qos", |m: &mut RuleMessage| INT::from(m.0.qos))
-        .register_get("retain", |m: &mut RuleMessage| m.0.retain)
-        .register_get("time", |m: &mut RuleMessage| m.0.ts as INT)
+        .register_get("qos", |m: &mut RuleMessage| INT::from(m.message().qos))
+        .register_get("retain", |m: &mut RuleMessage| m.message().retain)
+        .register_get("time", |m: &mut RuleMessage| m.message().ts as INT)
         .register_fn("to_string", |m: &mut RuleMessage| {
-            format!("{}: {}", m.0.topic, m.payload())
+            format!("{}: {}", m.message().topic, m.payload())
         })
         .register_fn("to_debug", |m: &mut RuleMessage| {
-            format!("Message({}: {})", m.0.topic, m.payload())
+            format!("Message({}: {})", m.message().topic, m.payload())
         });
 }
 
@@ -66,7 +94,7 @@ mod tests {
     use bytes::Bytes;
 
     fn message(payload: &[u8]) -> RuleMessage {
-        RuleMessage(Message {
+        RuleMessage::new(Message {
             ts: 1,
             topic: "home/kitchen/temp".into(),
             payload: Bytes::copy_from_slice(payload),
@@ -93,6 +121,19 @@ mod tests {
         );
         assert_eq!(message(&[0x66, 0xff]).payload(), "f\u{fffd}");
         assert_eq!(message(b"x").parts().len(), 3);
+    }
+
+    #[test]
+    fn json_is_parsed_once_and_each_reader_gets_its_own_copy() {
+        let shared = message(b"{\"t\": 4}");
+        let other = shared.clone();
+        let mut first = shared.json();
+        assert!(other.0.json.get().is_some(), "a clone sees the parsed value");
+        if let Some(mut map) = first.write_lock::<rhai::Map>() {
+            map.insert("t".into(), Dynamic::from(5_i64));
+        }
+        let t = other.json().as_map_ref().ok().and_then(|m| m.get("t").cloned());
+        assert_eq!(t.and_then(|t| t.as_int().ok()), Some(4));
     }
 
     mod properties {
@@ -143,8 +184,7 @@ mod tests {
 
             #[test]
             fn parts_are_the_topic_levels(topic in "[a-z/+ ]{0,40}") {
-                let mut m = message(b"");
-                m.0.topic = topic.clone();
+                let m = RuleMessage::new(Message { topic: topic.clone(), ..message(b"").message().clone() });
                 let parts: Vec<String> = m.parts().into_iter().map(|p| p.into_string().unwrap()).collect();
                 prop_assert_eq!(parts.len(), topic.matches('/').count() + 1);
                 prop_assert_eq!(parts.join("/"), topic);

@@ -26,7 +26,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Dea
         "last",
         move |ctx: NativeCallContext, topic: &str| -> Result<Dynamic, Box<EvalAltResult>> {
             match last.last(topic) {
-                Ok(Some(message)) => Ok(Dynamic::from(RuleMessage(message))),
+                Ok(Some(message)) => Ok(Dynamic::from(RuleMessage::new(message))),
                 Ok(None) => Ok(Dynamic::UNIT),
                 Err(e) => Err(error_at(&ctx, format!("last(\"{topic}\"): {e}"))),
             }
