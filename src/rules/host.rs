@@ -16,6 +16,9 @@ use crate::gpio::model::{Cause, Op as RelayOp, RelayModel};
 use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 
+/// Topics whose latest message the rule thread remembers for `last()`; beyond this it starts afresh.
+pub const RECENT_TOPICS: usize = 10_000;
+
 /// Most actions one run may ask for: a `loop { publish(..) }` is stopped long before it floods the
 /// broker.
 pub const MAX_ACTIONS_PER_RUN: usize = 1_000;
@@ -449,6 +452,11 @@ impl Host {
                 recent.dup = message.dup;
             }
             None => {
+                // Bounded: topics that carry ids would otherwise grow this forever. Forgetting is safe:
+                // `last()` then reads the stored history, behind only by ingest's uncommitted batch.
+                if state.recent.len() >= RECENT_TOPICS {
+                    state.recent.clear();
+                }
                 state.recent.insert(message.topic.clone(), message.clone());
             }
         }
