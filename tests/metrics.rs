@@ -60,7 +60,9 @@ async fn metrics_count_messages_rule_runs_and_actions_as_they_happen() {
         let (_, body) = get(metrics_port, "/metrics").await;
         let runs = sample(&body, "homewright_rule_runs_total{rule=\"echo\"}").unwrap_or(0.0);
         let actions = sample(&body, "homewright_actions_total").unwrap_or(0.0);
-        (runs >= 5.0 && actions >= 5.0).then_some(body)
+        // The echoes are stored a batch later than the rule ran: wait for them too (slow machines).
+        let stored = sample(&body, "homewright_messages_stored_total").unwrap_or(0.0);
+        (runs >= 5.0 && actions >= 5.0 && stored >= stored_before + 10.0).then_some(body)
     })
     .await;
     let stored_after = sample(&after, "homewright_messages_stored_total").expect("stored counter");
