@@ -30,6 +30,11 @@ fn init_then_check_passes_in_the_new_directory() {
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("1 rules (too_warm)"), "{stdout}");
+
+    let test = homewright(&parent.path().join("home"), &["--log-level", "warn", "test"]);
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    assert_eq!(test.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ok    rules/tests/too_warm.yaml"), "{stdout}");
 }
 
 #[test]

@@ -15,8 +15,15 @@ const CONFIG: &str = include_str!("../../homewright.yaml");
 /// The example rule: a message trigger, a JSON payload, per-room state kept between runs.
 const EXAMPLE_RULE: &str = include_str!("../../rules/too_warm.rhai");
 
+/// The example rule's scenario test, so `homewright test` has something to prove from the start.
+const EXAMPLE_SCENARIO: &str = include_str!("../../rules/tests/too_warm.yaml");
+
 /// What init writes, relative to its directory.
-const FILES: [(&str, &str); 2] = [("homewright.yaml", CONFIG), ("rules/too_warm.rhai", EXAMPLE_RULE)];
+const FILES: [(&str, &str); 3] = [
+    ("homewright.yaml", CONFIG),
+    ("rules/too_warm.rhai", EXAMPLE_RULE),
+    ("rules/tests/too_warm.yaml", EXAMPLE_SCENARIO),
+];
 
 pub fn init(dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let targets: Vec<(PathBuf, &str)> = FILES.iter().map(|(name, text)| (dir.join(name), *text)).collect();
@@ -47,7 +54,7 @@ pub fn init(dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     };
     writeln!(
         out,
-        "\nNext:\n  {cd}homewright check   # validate the config, compile the rules\n  homewright run     # the engine, with its own broker on 127.0.0.1:1883; Ctrl-C stops it\n  homewright query \"SELECT topic, payload FROM latest\"   # what it stored"
+        "\nNext:\n  {cd}homewright check && homewright test   # validate the config and rules; prove the rule\n  homewright run     # the engine, with its own broker on 127.0.0.1:1883; Ctrl-C stops it\n  homewright query \"SELECT topic, payload FROM latest\"   # what it stored"
     )?;
     Ok(ExitCode::SUCCESS)
 }
