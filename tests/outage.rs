@@ -157,7 +157,7 @@ async fn publishes_in_flight_when_the_broker_stops_are_kept_and_delivered_after_
     // Stop the broker while the bursts are on their way to it.
     eventually(
         "the first burst message stored",
-        Duration::from_secs(15),
+        Duration::from_secs(60),
         || async {
             (count(&db, "SELECT count(*) FROM messages WHERE topic LIKE 'burst/%/%'").await > 0).then_some(())
         },
@@ -171,8 +171,9 @@ async fn publishes_in_flight_when_the_broker_stops_are_kept_and_delivered_after_
 
     // Every publish a rule made (recorded in `actions`) reached the broker and came back as history.
     let published = eventually(
+        // Generous: a bound for a loaded CI machine, not a speed claim.
         "every burst publish delivered",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             let published = count(&db, "SELECT count(*) FROM actions WHERE target LIKE 'burst/%/%'").await;
             let missing = count(
