@@ -589,51 +589,7 @@ fn engine_config(dir: &Path, port: u16, qos: QoS, client_id: &str, db: &Path) ->
 impl Engine {
     /// Launches `homewright run` and waits until it announces `online` and stores a probe.
     async fn start(config: &Path, port: u16, client_id: &str, db: &Path) -> Engine {
-        let status = format!("{client_id}/status");
-        let (online_tx, online_rx) = tokio::sync::oneshot::channel();
-        let online_tx = Mutex::new(Some(online_tx));
-        let (_, status_client, status_task) = subscriber(
-            port,
-            &status,
-            QoS::AtLeastOnce,
-            false,
-            Some(Arc::new(move |p: &rumqttc::Publish| {
-                if &p.payload[..] == b"online"
-                    && !p.retain
-                    && let Some(tx) = online_tx.lock().unwrap().take()
-                {
-                    let _ = tx.send(Instant::now());
-                }
-            })),
-        )
-        .await;
-        let log = std::fs::File::create(config.with_extension("log")).unwrap();
-        let launched = Instant::now();
-        let child = Command::new(BINARY)
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let online = tokio::time::timeout(Duration::from_secs(30), online_rx)
-            .await
-            .expect("engine online within 30 s")
-            .unwrap();
-        let _ = status_client.disconnect().await;
-        status_task.abort();
-        let engine = Engine {
-            pid: child.id(),
-            child,
-            client_id: client_id.to_string(),
-            port,
-            db: db.to_path_buf(),
-            launched,
-            online_after: online - launched,
-        };
-        engine.wait_ingesting().await;
-        engine
+        start_with(Path::new(BINARY), config, port, client_id, db).await
     }
 
     /// Publishes a probe until the engine has stored it: then it is subscribed and committing.
@@ -878,8 +834,9 @@ fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
+/// Launches `program run -c CONFIG` and waits until the engine announces `online` and stores a probe.
 async fn start_with(program: &Path, config: &Path, port: u16, id: &str, db: &Path) -> Engine {
-    // Same as Engine::start, through `program`.
+    // `program` is the binary itself, or a wrapper (a tracer) that runs it.
     let status = format!("{id}/status");
     let (online_tx, online_rx) = tokio::sync::oneshot::channel();
     let online_tx = Mutex::new(Some(online_tx));
@@ -889,7 +846,9 @@ async fn start_with(program: &Path, config: &Path, port: u16, id: &str, db: &Pat
         QoS::AtLeastOnce,
         false,
         Some(Arc::new(move |p: &rumqttc::Publish| {
+            // Not a retained `online` left by an earlier run: this engine's own.
             if &p.payload[..] == b"online"
+                && !p.retain
                 && let Some(tx) = online_tx.lock().unwrap().take()
             {
                 let _ = tx.send(Instant::now());

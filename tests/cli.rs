@@ -9,13 +9,7 @@ use homewright::store::Store;
 
 use crate::support::{Setup, count, free_port};
 
-fn homewright(dir: &Path, args: &[&str]) -> Output {
-    crate::support::homewright_command()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run homewright")
-}
+use crate::support::run_homewright as homewright;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -25,6 +25,18 @@ async fn log_contains(log: &Path, what: &str) {
 }
 
 /// A size-limited tmpfs, unmounted when dropped. Mounting needs root (CAP_SYS_ADMIN).
+/// Puts `setup`'s history on a 16 MiB tmpfs with a 13 MiB ballast file, which leaves about 3 MiB for
+/// the history; deleting the ballast is "the owner frees space". `None` where mounting is not allowed.
+fn nearly_full_disk(setup: &mut Setup) -> Option<(SmallDisk, std::path::PathBuf)> {
+    let disk_dir = setup.dir.path().join("disk");
+    std::fs::create_dir(&disk_dir).unwrap();
+    let disk = SmallDisk::mount(&disk_dir, "16m")?;
+    let ballast = disk_dir.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 13 << 20]).unwrap();
+    setup.db = "disk/history.db".into();
+    Some((disk, ballast))
+}
+
 struct SmallDisk {
     path: PathBuf,
 }
@@ -67,15 +79,9 @@ const FULL_MESSAGES: usize = 1_500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stalls_ingest_without_losing_a_message_and_ingest_resumes_when_space_returns() {
     let mut setup = Setup::embedded();
-    let disk_dir = setup.dir.path().join("disk");
-    std::fs::create_dir(&disk_dir).unwrap();
-    let Some(_disk) = SmallDisk::mount(&disk_dir, "16m") else {
+    let Some((_disk, ballast)) = nearly_full_disk(&mut setup) else {
         return;
     };
-    // A ballast file leaves about 3 MiB for the history; deleting it is "the owner frees space".
-    let ballast = disk_dir.join("ballast");
-    std::fs::write(&ballast, vec![0u8; 13 << 20]).unwrap();
-    setup.db = "disk/history.db".into();
     let db = setup.db_path();
     let log = setup.dir.path().join("engine.log");
     let engine = Process::start_logged(&setup, &log).await;
@@ -174,14 +180,9 @@ async fn a_stop_while_the_disk_is_full_is_clean_and_the_broker_redelivers_what_w
         return;
     };
     let mut setup = Setup::external(broker.port);
-    let disk_dir = setup.dir.path().join("disk");
-    std::fs::create_dir(&disk_dir).unwrap();
-    let Some(_disk) = SmallDisk::mount(&disk_dir, "16m") else {
+    let Some((_disk, ballast)) = nearly_full_disk(&mut setup) else {
         return;
     };
-    let ballast = disk_dir.join("ballast");
-    std::fs::write(&ballast, vec![0u8; 13 << 20]).unwrap();
-    setup.db = "disk/history.db".into();
     let db = setup.db_path();
     let log = setup.dir.path().join("engine.log");
     let engine = Process::start_logged(&setup, &log).await;

@@ -1,20 +1,12 @@
 //! `homewright init` as a new user runs it, and the example rule it writes, running in the engine.
 
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use rumqttc::QoS;
 
 use crate::support::{Client, Engine, Setup};
 
-fn homewright(dir: &Path, args: &[&str]) -> Output {
-    crate::support::homewright_command()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run homewright")
-}
+use crate::support::run_homewright as homewright;
 
 #[test]
 fn init_then_check_passes_in_the_new_directory() {

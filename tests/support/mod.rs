@@ -445,3 +445,12 @@ pub fn text(value: &SqlValue) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Runs `homewright ARGS` in `dir` to completion.
+pub fn run_homewright(dir: &Path, args: &[&str]) -> std::process::Output {
+    homewright_command()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run homewright")
+}
