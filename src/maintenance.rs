@@ -1,6 +1,7 @@
 //! Housekeeping of the history while the service runs: the trace of rule runs is kept for
 //! `database.rule_runs_keep` (they are written at message rate and only recent ones answer "why?").
-//! Deleted in small batches, so ingest never waits long for the write lock.
+//! Deleted in small batches, so ingest never waits long for the write lock. The query planner's
+//! statistics are refreshed on the same beat, as SQLite recommends for a long-lived connection.
 
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ impl Maintenance {
             }
             if purged > 0 {
                 info!(purged, "old rule runs purged (database.rule_runs_keep)");
+            }
+            if let Err(e) = self.store.optimize(false).await {
+                warn!("cannot refresh the query planner's statistics: {e}; trying again later");
             }
             tokio::select! {
                 _ = tokio::time::sleep(INTERVAL) => {}

@@ -87,7 +87,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         actions: 0,
     };
     printer.print(sim.take_outputs())?;
-    let mut after_id = 0;
+    let mut after_id = reading.block_on(reader.id_before(since))?;
     loop {
         let page = reading.block_on(reader.messages_page(since, until, after_id, PAGE))?;
         let Some((last_id, _)) = page.last() else { break };

@@ -1,4 +1,10 @@
 //! Writing received messages in batches, and reading the latest one of a topic.
+//!
+//! Rows name their topic by an integer id (`topics.id`; see the migration `topic_ids`). The writer
+//! keeps the ids it knows in memory, so storing a message costs no topic lookup in SQLite.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use sqlx::sqlite::SqliteConnection;
@@ -7,26 +13,65 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use super::{HistoryReader, Store, StoreError, discard_on_error};
 use crate::event::Message;
 
-/// Rows per INSERT statement: 5 bound values each stays far below SQLite's 32,766 bind limit, and one
+/// Rows per INSERT statement: 6 bound values each stays far below SQLite's 32,766 bind limit, and one
 /// multi-row statement is 10-40x faster than a statement per row (CRATES.md section 5).
 const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Topic text to `topics.id`, for every topic this writer has stored or looked up. Only ids of
+/// committed rows enter it: an id made in a transaction that then failed no longer exists.
+#[derive(Debug, Default)]
+pub(super) struct TopicIds(Mutex<HashMap<String, i64>>);
+
+impl TopicIds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        // The map is only ever extended, so a panic elsewhere cannot leave it half-updated.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 impl Store {
     /// Stores a batch of messages in one transaction: all of them or, on error, none.
     pub async fn insert_messages(&self, batch: &[&Message]) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let result = insert_messages(&mut conn, batch).await;
+        let result = insert_messages(&mut conn, &self.topic_ids, batch).await;
         discard_on_error(&mut conn, result)
     }
 }
 
-async fn insert_messages(conn: &mut SqliteConnection, batch: &[&Message]) -> Result<(), StoreError> {
+async fn insert_messages(
+    conn: &mut SqliteConnection,
+    known: &TopicIds,
+    batch: &[&Message],
+) -> Result<(), StoreError> {
+    let cached: Vec<Option<i64>> = {
+        let known = known.lock();
+        batch
+            .iter()
+            .map(|m| known.get(m.topic.as_str()).copied())
+            .collect()
+    };
     let mut tx = conn.begin().await?;
-    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+    let mut fresh: HashMap<&str, i64> = HashMap::new();
+    let mut ids = Vec::with_capacity(batch.len());
+    for (cached, m) in cached.into_iter().zip(batch) {
+        let id = match cached.or_else(|| fresh.get(m.topic.as_str()).copied()) {
+            Some(id) => id,
+            None => {
+                let id = topic_id(&mut tx, &m.topic).await?;
+                fresh.insert(&m.topic, id);
+                id
+            }
+        };
+        ids.push(id);
+    }
+    for (chunk, chunk_ids) in batch
+        .chunks(ROWS_PER_STATEMENT)
+        .zip(ids.chunks(ROWS_PER_STATEMENT))
+    {
         let mut insert: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO messages (ts, topic, payload, qos, retain, dup) ");
-        insert.push_values(chunk, |mut row, m| {
-            row.push_bind(m.ts).push_bind(m.topic.as_str());
+            QueryBuilder::new("INSERT INTO message_rows (ts, topic_id, payload, qos, retain, dup) ");
+        insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (m, topic_id)| {
+            row.push_bind(m.ts).push_bind(*topic_id);
             // Text when it is text, so SQL's string and JSON functions work; bytes otherwise.
             match std::str::from_utf8(&m.payload) {
                 Ok(text) => row.push_bind(text),
@@ -39,10 +84,41 @@ async fn insert_messages(conn: &mut SqliteConnection, batch: &[&Message]) -> Res
         insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    known
+        .lock()
+        .extend(fresh.into_iter().map(|(topic, id)| (topic.to_string(), id)));
     Ok(())
 }
 
+/// The id of `topic`, adding it to `topics` when it is new.
+async fn topic_id(conn: &mut SqliteConnection, topic: &str) -> Result<i64, StoreError> {
+    sqlx::query("INSERT OR IGNORE INTO topics (topic) VALUES (?)")
+        .bind(topic)
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query("SELECT id FROM topics WHERE topic = ?")
+        .bind(topic)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
 impl HistoryReader {
+    /// The id after which the messages received at or after `since` (unix ms) begin, to start paging
+    /// with [`HistoryReader::messages_page`]: the smallest id of each topic's first row at `since`,
+    /// found with one seek per topic in the (topic_id, ts) index. Exact while the clock only moved
+    /// forward; after a step back, rows stored with an earlier id but a later time are not included.
+    pub async fn id_before(&self, since: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT coalesce(min((SELECT r.id FROM message_rows r WHERE r.topic_id = t.id AND r.ts >= ?1 \
+             ORDER BY r.ts, r.id LIMIT 1)), 1) - 1 FROM topics t",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Up to `limit` messages received in [`since`, `until`) with an id above `after_id`, in arrival
     /// order, each with its id (to ask for the next page).
     pub async fn messages_page(
@@ -52,14 +128,11 @@ impl HistoryReader {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Message)>, StoreError> {
-        // Start at the first id in range (found through the ts index), then walk ids: arrival order.
         let rows = sqlx::query(
             "SELECT ts, topic, CAST(payload AS BLOB), qos, retain, id FROM messages \
-             WHERE id > max(?, (SELECT coalesce(min(id), 0) - 1 FROM messages WHERE ts >= ?)) AND ts >= ? AND ts < ? \
-             ORDER BY id LIMIT ?",
+             WHERE id > ? AND ts >= ? AND ts < ? ORDER BY id LIMIT ?",
         )
         .bind(after_id)
-        .bind(since)
         .bind(since)
         .bind(until)
         .bind(limit)
@@ -70,13 +143,16 @@ impl HistoryReader {
             .collect()
     }
 
-    /// How many messages were received in [`since`, `until`).
+    /// How many messages were received in [`since`, `until`): counted in each topic's index range.
     pub async fn count_messages(&self, since: i64, until: i64) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT count(*) FROM messages WHERE ts >= ? AND ts < ?")
-            .bind(since)
-            .bind(until)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT coalesce(sum((SELECT count(*) FROM message_rows r \
+             WHERE r.topic_id = t.id AND r.ts >= ?1 AND r.ts < ?2)), 0) FROM topics t",
+        )
+        .bind(since)
+        .bind(until)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get(0)?)
     }
 
@@ -109,4 +185,144 @@ fn message_of(row: &sqlx::sqlite::SqliteRow) -> Result<Message, StoreError> {
         retain: row.try_get(4)?,
         dup: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+    use super::*;
+
+    fn message(topic: &str, payload: &'static str, ts: i64) -> Message {
+        Message {
+            ts,
+            topic: topic.into(),
+            payload: Bytes::from_static(payload.as_bytes()),
+            qos: 1,
+            retain: false,
+            dup: false,
+        }
+    }
+
+    async fn connect(path: &Path) -> SqlitePool {
+        SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+            .await
+            .unwrap()
+    }
+
+    async fn rows(pool: &SqlitePool, sql: &'static str) -> Vec<(i64, String, String)> {
+        sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+    }
+
+    /// A history written by the first schema (topic text in every row) keeps every row, its id and its
+    /// `latest`, and the views accept the owner's INSERT and DELETE as the table did.
+    #[tokio::test]
+    async fn the_topic_id_migration_keeps_an_existing_history_and_the_views_behave_like_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let old = SqlitePool::connect_with(options).await.unwrap();
+        let mut before = sqlx::migrate!();
+        let keep = before
+            .migrations
+            .iter()
+            .take_while(|m| m.description != "topic ids")
+            .count();
+        assert!(keep < before.migrations.len(), "the topic_ids migration exists");
+        before.migrations = before.migrations[..keep].to_vec().into();
+        before.run(&old).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO messages (ts, topic, payload, qos, retain) VALUES \
+             (1, 'a', 'x', 0, 0), (2, 'b', 'y', 1, 0), (3, 'a', 'z', 1, 1)",
+        )
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        let pool = connect(&path).await;
+        let all = "SELECT id, topic, CAST(payload AS TEXT) FROM messages ORDER BY id";
+        let expected = |rows: &[(i64, &str, &str)]| -> Vec<(i64, String, String)> {
+            rows.iter().map(|&(i, t, p)| (i, t.into(), p.into())).collect()
+        };
+        assert_eq!(
+            rows(&pool, all).await,
+            expected(&[(1, "a", "x"), (2, "b", "y"), (3, "a", "z")])
+        );
+        let latest = "SELECT id, topic, CAST(payload AS TEXT) FROM latest ORDER BY topic";
+        assert_eq!(
+            rows(&pool, latest).await,
+            expected(&[(3, "a", "z"), (2, "b", "y")])
+        );
+
+        // The engine writes after the migrated rows, reusing the migrated topic ids.
+        store
+            .insert_messages(&[&message("b", "w", 4), &message("c", "v", 4)])
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO messages (ts, topic, payload, qos, retain) VALUES (5, 'd', 'u', 0, 0); \
+             DELETE FROM messages WHERE topic = 'a'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows(&pool, all).await,
+            expected(&[(2, "b", "y"), (4, "b", "w"), (5, "c", "v"), (6, "d", "u")])
+        );
+        assert_eq!(
+            rows(&pool, latest).await,
+            expected(&[(4, "b", "w"), (5, "c", "v"), (6, "d", "u")])
+        );
+        let topics: i64 = sqlx::query_scalar("SELECT count(*) FROM topics")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(topics, 4, "a topic is stored once");
+    }
+
+    /// A batch that fails after adding a new topic rolls the topic back; the writer must not keep its
+    /// id, which the next new topic then gets.
+    #[tokio::test]
+    async fn a_failed_batch_leaves_no_stale_topic_id_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = Store::open(&path).await.unwrap();
+        let pool = connect(&path).await;
+        sqlx::raw_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON message_rows WHEN new.payload = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert!(
+            store
+                .insert_messages(&[&message("first", "boom", 1)])
+                .await
+                .is_err()
+        );
+        store
+            .insert_messages(&[&message("second", "ok", 2)])
+            .await
+            .unwrap();
+        store
+            .insert_messages(&[&message("first", "ok", 3)])
+            .await
+            .unwrap();
+        let all = "SELECT id, topic, CAST(payload AS TEXT) FROM messages ORDER BY id";
+        assert_eq!(
+            rows(&pool, all).await,
+            vec![
+                (1, "second".into(), "ok".into()),
+                (2, "first".into(), "ok".into())
+            ]
+        );
+    }
 }

@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::{Store, StoreError};
 
 impl Store {
-    /// Every topic that has messages (from the `topics` table the insert trigger keeps).
+    /// Every topic that ever had messages (the `topics` table).
     pub async fn topics(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT topic FROM topics")
             .fetch_all(&self.pool)
@@ -18,11 +18,12 @@ impl Store {
     }
 
     /// Deletes up to `limit` messages on `topic` received before `before` (unix ms), oldest first, in
-    /// one short transaction; returns how many. Uses the `(topic, ts)` index.
+    /// one short transaction; returns how many. Uses the `(topic_id, ts)` index.
     pub async fn purge_batch(&self, topic: &str, before: i64, limit: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM messages WHERE id IN \
-             (SELECT id FROM messages WHERE topic = ? AND ts < ? ORDER BY ts LIMIT ?)",
+            "DELETE FROM message_rows WHERE id IN \
+             (SELECT id FROM message_rows WHERE topic_id = (SELECT id FROM topics WHERE topic = ?) \
+              AND ts < ? ORDER BY ts LIMIT ?)",
         )
         .bind(topic)
         .bind(before)
