@@ -12,6 +12,7 @@
 //! - `full` (default): about 5-8 minutes on a 2-core machine (the first run also builds a 10M-row
 //!   history, cached in `target/bench-data/`);
 //! - `quick`: about a minute, smaller counts and a 1M-row history;
+//! - `ingest`: only the ingest rates and the disk figure, full counts (to try a change to the hot path);
 //! - `dispatch`: only the in-process rule dispatch (no broker), the loop to profile with callgrind;
 //! - `soak`: one long ingest run, to attach `perf record` to the engine.
 
@@ -33,6 +34,7 @@ const RULES: usize = 50;
 #[derive(Clone, Copy)]
 struct Plan {
     quick: bool,
+    ingest_only: bool,
     runs: usize,
     ingest_messages: usize,
     latency_seconds: u64,
@@ -49,14 +51,25 @@ fn main() {
     let plan = match mode.as_str() {
         "quick" => Plan {
             quick: true,
+            ingest_only: false,
             runs: 3,
             ingest_messages: 30_000,
             latency_seconds: 2,
             history_rows: 1_000_000,
             peak_messages: 100_000,
         },
+        "ingest" => Plan {
+            quick: false,
+            ingest_only: true,
+            runs: 5,
+            ingest_messages: 100_000,
+            latency_seconds: 5,
+            history_rows: 10_000_000,
+            peak_messages: 200_000,
+        },
         _ => Plan {
             quick: false,
+            ingest_only: false,
             runs: 5,
             ingest_messages: 100_000,
             latency_seconds: 5,
@@ -179,6 +192,11 @@ async fn bench(plan: Plan) {
         );
     }
 
+    if plan.ingest_only {
+        report_disk(&disk, &mut report);
+        return;
+    }
+
     // Peak memory while 200,000 messages arrive as fast as the broker delivers them.
     for run in 0..plan.runs.min(3) {
         let e = engine_ingest(port, work.path(), QoS::AtLeastOnce, plan.peak_messages, 100 + run).await;
@@ -192,28 +210,7 @@ async fn bench(plan: Plan) {
         Some(peak <= 64.0),
     );
 
-    // Disk, from the QoS 1 runs' databases (checkpointed by the engine's clean stop).
-    if !disk.is_empty() {
-        let mut table: Vec<f64> = disk.iter().map(|d| d.table_ratio).collect();
-        let mut file: Vec<f64> = disk.iter().map(|d| d.file_ratio).collect();
-        let t = median(&mut table);
-        report.line(
-            "disk per message / (topic + payload)",
-            format!("{t:.2}x (messages + indexes)"),
-            "<= 1.5x",
-            Some(t <= 1.5),
-        );
-        report.line(
-            "  whole file per message / (topic+payload)",
-            format!(
-                "{:.2}x ({:.0} B/msg)",
-                median(&mut file),
-                disk[0].file_bytes_per_message
-            ),
-            "(with rule_runs etc.)",
-            None,
-        );
-    }
+    report_disk(&disk, &mut report);
     fsyncs(port, work.path(), &mut report, plan).await;
 
     // Latency: a bare echo first (no engine subscribed), then the engine.
@@ -282,6 +279,31 @@ async fn bench(plan: Plan) {
         println!("{line}");
     }
     drop(broker);
+}
+
+/// Disk, from the QoS 1 runs' databases (checkpointed by the engine's clean stop).
+fn report_disk(disk: &[Disk], report: &mut Report) {
+    if !disk.is_empty() {
+        let mut table: Vec<f64> = disk.iter().map(|d| d.table_ratio).collect();
+        let mut file: Vec<f64> = disk.iter().map(|d| d.file_ratio).collect();
+        let t = median(&mut table);
+        report.line(
+            "disk per message / (topic + payload)",
+            format!("{t:.2}x (messages + indexes)"),
+            "<= 1.5x",
+            Some(t <= 1.5),
+        );
+        report.line(
+            "  whole file per message / (topic+payload)",
+            format!(
+                "{:.2}x ({:.0} B/msg)",
+                median(&mut file),
+                disk[0].file_bytes_per_message
+            ),
+            "(with rule_runs etc.)",
+            None,
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ pub const CHANNEL_CAPACITY: usize = 4_096;
 const MAX_BATCH: usize = 1_000;
 /// Longest a record waits before its batch is written.
 const MAX_BATCH_AGE: Duration = Duration::from_millis(100);
+/// How often a batch being filled takes the records that arrived (see [`Recorder::fill`]).
+const GATHER_TICK: Duration = Duration::from_millis(10);
 /// Pause between retries of a failed write.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Write attempts once the input is closed, before giving up on the last batch.
@@ -65,22 +67,30 @@ impl Recorder {
         info!("recorder stopped");
     }
 
+    /// Waits for a first record, then takes what arrived every [`GATHER_TICK`] until the batch is full or
+    /// [`MAX_BATCH_AGE`] old. Waiting on the channel for each record instead would wake the recorder for
+    /// every rule run (a futex and a context switch each), which at full message rate cost more CPU
+    /// than writing the rows.
     async fn fill(&mut self, batch: &mut AuditBatch) -> bool {
         let Some(first) = self.input.recv().await else {
             return false;
         };
         add(batch, first);
         let deadline = Instant::now() + MAX_BATCH_AGE;
-        while batch.len() < MAX_BATCH {
-            tokio::select! {
-                received = self.input.recv() => match received {
-                    Some(record) => add(batch, record),
-                    None => return false,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+        loop {
+            while batch.len() < MAX_BATCH {
+                match self.input.try_recv() {
+                    Ok(record) => add(batch, record),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                }
             }
+            let now = Instant::now();
+            if batch.len() >= MAX_BATCH || now >= deadline {
+                return true;
+            }
+            tokio::time::sleep_until((now + GATHER_TICK).min(deadline)).await;
         }
-        true
     }
 
     async fn write(&self, batch: &AuditBatch, stopping: bool) {
