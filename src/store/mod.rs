@@ -109,6 +109,7 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        announce_topic_id_migration(&pool, path).await;
         MIGRATOR.run(&pool).await.map_err(|source| StoreError::Migrate {
             path: path.to_path_buf(),
             source,
@@ -148,6 +149,26 @@ impl Store {
     /// Waits for pending writes and closes the connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Says so before the migration to topic ids (`20261125070000_topic_ids.sql`) rewrites a history written
+/// by an earlier version: it copies every row in one transaction, which takes minutes for a large
+/// history on a Pi, and an owner watching the log should not take that for a hang.
+async fn announce_topic_id_migration(pool: &SqlitePool, path: &Path) {
+    let kind: Option<String> = sqlx::query_scalar("SELECT type FROM sqlite_schema WHERE name = 'messages'")
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
+    if kind.as_deref() == Some("table") {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        tracing::info!(
+            "upgrading the history in {} ({} MB) to store each topic once; this copies every message \
+             once and can take minutes for a large history",
+            path.display(),
+            size / 1_000_000
+        );
     }
 }
 
