@@ -19,7 +19,7 @@ fn start(db: &Path, at: i64) -> Simulation {
         max_string_size: 1 << 22,
     };
     let location = Location {
-        timezone: chrono_tz::Europe::Amsterdam,
+        timezone: homewright::scheduler::Zone::named("Europe/Amsterdam").unwrap(),
         coordinates: Some((52.37, 4.89)),
     };
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");

@@ -5,10 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::TimeZone;
-use chrono_tz::Europe::Amsterdam;
-use chrono_tz::Tz;
 use homewright::rules::Limits;
-use homewright::scheduler::Location;
+use homewright::scheduler::{Location, Zone};
 use homewright::simulation::Simulation;
 use homewright::store::SqlValue;
 
@@ -23,22 +21,27 @@ fn limits() -> Limits {
     }
 }
 
+/// The house's zone in these tests (from the system's tz database, as the engine reads it).
+fn ams() -> Zone {
+    Zone::named("Europe/Amsterdam").expect("the tzdata package is installed")
+}
+
 fn amsterdam() -> Location {
     Location {
-        timezone: Amsterdam,
+        timezone: ams(),
         coordinates: Some((52.37, 4.89)),
     }
 }
 
 /// Unix ms of a local wall-clock time in `zone` (the earlier one when it is ambiguous).
-fn local(zone: Tz, (y, mo, d): (i32, u32, u32), (h, mi): (u32, u32)) -> i64 {
+fn local(zone: Zone, (y, mo, d): (i32, u32, u32), (h, mi): (u32, u32)) -> i64 {
     zone.with_ymd_and_hms(y, mo, d, h, mi, 0)
         .earliest()
         .expect("a valid local time")
         .timestamp_millis()
 }
 
-fn local_date(zone: Tz, at: i64) -> String {
+fn local_date(zone: Zone, at: i64) -> String {
     zone.timestamp_millis_opt(at)
         .unwrap()
         .format("%Y-%m-%d")
@@ -80,7 +83,7 @@ fn times(sim: &Simulation, topic: &str) -> Vec<i64> {
 #[test]
 fn every_10m_runs_6_times_in_a_virtual_hour() {
     let home = Home::with_rule(r#"every("10m", || publish("tick", "x"));"#);
-    let start = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let start = local(ams(), (2026, 5, 4), (12, 0));
     let mut sim = home.start(amsterdam(), start);
     sim.advance(HOUR).unwrap();
     let ticks = times(&sim, "tick");
@@ -93,13 +96,13 @@ fn every_10m_runs_6_times_in_a_virtual_hour() {
 #[test]
 fn cron_at_7_on_weekdays_runs_5_times_in_a_virtual_week() {
     let home = Home::with_rule(r#"cron("0 7 * * Mon-Fri", || publish("wake", "up"));"#);
-    let sunday = local(Amsterdam, (2026, 5, 3), (12, 0));
+    let sunday = local(ams(), (2026, 5, 3), (12, 0));
     let mut sim = home.start(amsterdam(), sunday);
     sim.advance(7 * 24 * HOUR).unwrap();
     let wakes = times(&sim, "wake");
     assert_eq!(wakes.len(), 5);
     for (day, at) in wakes.iter().enumerate() {
-        assert_eq!(*at, local(Amsterdam, (2026, 5, 4 + day as u32), (7, 0)));
+        assert_eq!(*at, local(ams(), (2026, 5, 4 + day as u32), (7, 0)));
     }
 }
 
@@ -107,11 +110,11 @@ fn cron_at_7_on_weekdays_runs_5_times_in_a_virtual_week() {
 fn a_job_in_the_skipped_and_in_the_repeated_dst_hour_runs_once_each_day() {
     let home = Home::with_rule(r#"cron("0 30 2 * * *", || publish("night", "job"));"#);
     for (from, day) in [((2026, 3, 28), "2026-03-29"), ((2026, 10, 24), "2026-10-25")] {
-        let mut sim = home.start(amsterdam(), local(Amsterdam, from, (12, 0)));
+        let mut sim = home.start(amsterdam(), local(ams(), from, (12, 0)));
         sim.advance(3 * 24 * HOUR).unwrap();
         let dates: Vec<String> = times(&sim, "night")
             .iter()
-            .map(|at| local_date(Amsterdam, *at))
+            .map(|at| local_date(ams(), *at))
             .collect();
         assert_eq!(dates.iter().filter(|d| *d == day).count(), 1, "{day}: {dates:?}");
         assert_eq!(dates.len(), 3, "one run per day: {dates:?}");
@@ -125,7 +128,7 @@ fn sunset_in_amsterdam_on_midsummer_and_15_minutes_before_it() {
         r#"at_sunset("0m", || publish("sun", "set"));
            at_sunset("-15m", || publish("sun", "soon"));"#,
     );
-    let mut sim = home.start(amsterdam(), local(Amsterdam, (2026, 6, 21), (12, 0)));
+    let mut sim = home.start(amsterdam(), local(ams(), (2026, 6, 21), (12, 0)));
     sim.advance(12 * HOUR).unwrap();
     let published = sim.published();
     let at = |payload: &str| {
@@ -135,7 +138,7 @@ fn sunset_in_amsterdam_on_midsummer_and_15_minutes_before_it() {
             .map(|(t, _, _)| *t)
             .unwrap()
     };
-    let published_sunset = local(Amsterdam, (2026, 6, 21), (22, 6));
+    let published_sunset = local(ams(), (2026, 6, 21), (22, 6));
     assert!(
         (at("set") - published_sunset).abs() <= 2 * MINUTE,
         "sunset at {}",
@@ -155,7 +158,7 @@ const DOOR_TIMER: &str = r#"
 #[test]
 fn a_timer_survives_a_restart_and_fires_two_hours_after_it_was_set() {
     let home = Home::with_rule(DOOR_TIMER);
-    let set_at = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let set_at = local(ams(), (2026, 5, 4), (12, 0));
     let mut sim = home.start(amsterdam(), set_at);
     sim.publish("fan/on", "shower").unwrap();
     sim.advance(30 * MINUTE).unwrap();
@@ -179,7 +182,7 @@ fn a_timer_survives_a_restart_and_fires_two_hours_after_it_was_set() {
 #[test]
 fn a_timer_that_fell_due_while_stopped_runs_once_at_start_marked_late() {
     let home = Home::with_rule(DOOR_TIMER);
-    let set_at = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let set_at = local(ams(), (2026, 5, 4), (12, 0));
     let mut sim = home.start(amsterdam(), set_at);
     sim.publish("fan/on", "shower").unwrap();
     sim.stop();
@@ -205,7 +208,7 @@ fn a_timer_that_fell_due_while_stopped_runs_once_at_start_marked_late() {
 #[test]
 fn cancel_prevents_a_firing_also_after_a_restart() {
     let home = Home::with_rule(DOOR_TIMER);
-    let set_at = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let set_at = local(ams(), (2026, 5, 4), (12, 0));
     let mut sim = home.start(amsterdam(), set_at);
     sim.publish("fan/on", "shower").unwrap();
     sim.advance(HOUR).unwrap();
@@ -224,7 +227,7 @@ fn a_missed_recurring_trigger_runs_once_at_start_only_when_it_asked_to_catch_up(
         r#"every("1h", #{ catch_up: true }, || publish("hourly", "caught"));
            every("1h", || publish("hourly", "plain"));"#,
     );
-    let start = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let start = local(ams(), (2026, 5, 4), (12, 0));
     let mut sim = home.start(amsterdam(), start);
     sim.advance(HOUR).unwrap();
     assert_eq!(sim.published().len(), 2);
@@ -248,7 +251,7 @@ fn on_change_fires_on_a_changed_payload_not_a_repeated_one_across_a_restart() {
                publish("door/changed", `${if old == () { "?" } else { old.payload }} -> ${value.payload}`);
            });"#,
     );
-    let start = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let start = local(ams(), (2026, 5, 4), (12, 0));
     let mut sim = home.start(amsterdam(), start);
     for payload in ["closed", "closed", "open", "open"] {
         sim.publish("door/state", payload).unwrap();
@@ -271,9 +274,9 @@ fn on_change_fires_on_a_changed_payload_not_a_repeated_one_across_a_restart() {
 #[test]
 fn is_dark_follows_the_sun() {
     let home = Home::with_rule(r#"on_message("ask", |msg| publish("dark", `${is_dark()}`));"#);
-    let mut sim = home.start(amsterdam(), local(Amsterdam, (2026, 6, 21), (12, 0)));
+    let mut sim = home.start(amsterdam(), local(ams(), (2026, 6, 21), (12, 0)));
     sim.publish("ask", "").unwrap();
-    sim.advance_to(local(Amsterdam, (2026, 6, 21), (23, 0))).unwrap();
+    sim.advance_to(local(ams(), (2026, 6, 21), (23, 0))).unwrap();
     sim.publish("ask", "").unwrap();
     let answers: Vec<String> = sim.published().into_iter().map(|(_, _, p)| p).collect();
     assert_eq!(answers, ["false", "true"]);
@@ -300,7 +303,7 @@ fn sun_triggers_and_is_dark_need_a_location_and_say_so_at_the_call() {
     )
     .unwrap();
     let no_location = Location {
-        timezone: Amsterdam,
+        timezone: ams(),
         coordinates: None,
     };
     let mut rules = homewright::rules::RuleSet::new(
@@ -361,7 +364,7 @@ mod wall_clock {
 #[test]
 fn a_catch_up_trigger_that_never_fired_is_still_caught_up_after_an_outage() {
     let home = Home::with_rule(r#"every("1h", #{ catch_up: true }, || publish("hourly", "caught"));"#);
-    let start = local(Amsterdam, (2026, 5, 4), (12, 0));
+    let start = local(ams(), (2026, 5, 4), (12, 0));
     let sim = home.start(amsterdam(), start);
     sim.stop();
     let restart = start + 3 * HOUR;

@@ -30,11 +30,11 @@ pub fn plot(args: PlotArgs<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let config = config::load(args.config);
     let zone = config
         .as_ref()
-        .map_or_else(|_| system_timezone(), |c| c.location.timezone);
+        .map_or_else(|_| system_timezone(), |c| c.location.timezone.clone());
     let now = now_millis();
-    let from = parse_since(args.since, zone, now).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let from = parse_since(args.since, &zone, now).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let to = match args.until {
-        Some(until) => parse_since(until, zone, now).map_err(|e| anyhow::anyhow!("--until: {e}"))?,
+        Some(until) => parse_since(until, &zone, now).map_err(|e| anyhow::anyhow!("--until: {e}"))?,
         None => now,
     };
     anyhow::ensure!(from < to, "--since must be before --until (or before now)");

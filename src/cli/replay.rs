@@ -33,13 +33,13 @@ pub struct Replay<'a> {
 
 pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = config::load(args.config)?;
-    let zone = config.location.timezone;
+    let zone = config.location.timezone.clone();
     let now = now_millis();
-    let since = parse_since(args.since, zone, now)
+    let since = parse_since(args.since, &zone, now)
         .map_err(anyhow::Error::msg)
         .context("--since")?;
     let until = match args.until {
-        Some(until) => parse_since(until, zone, now)
+        Some(until) => parse_since(until, &zone, now)
             .map_err(anyhow::Error::msg)
             .context("--until")?,
         None => now,
@@ -83,7 +83,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let mut printer = Printer {
         out,
         format: args.format,
-        zone,
+        zone: zone.clone(),
         actions: 0,
     };
     printer.print(sim.take_outputs())?;
@@ -103,8 +103,8 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     progress.finish_and_clear();
     eprintln!(
         "replayed {total} messages from {} to {}: {} actions (nothing was performed)",
-        format_local(since, zone),
-        format_local(until, zone),
+        format_local(since, &zone),
+        format_local(until, &zone),
         printer.actions
     );
     sim.stop();
@@ -144,7 +144,7 @@ fn progress_bar(total: u64) -> ProgressBar {
 struct Printer<'a, W: Write> {
     out: &'a mut W,
     format: Format,
-    zone: chrono_tz::Tz,
+    zone: crate::scheduler::Zone,
     actions: usize,
 }
 
@@ -169,7 +169,7 @@ impl<W: Write> Printer<'_, W> {
             };
             self.actions += 1;
             let payload = String::from_utf8_lossy(&payload);
-            let time = format_local(ts, self.zone);
+            let time = format_local(ts, &self.zone);
             match self.format {
                 Format::Json => {
                     let line = serde_json::json!({

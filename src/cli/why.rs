@@ -11,6 +11,7 @@ use anyhow::Context;
 use super::format::{Format, write_result};
 use crate::config;
 use crate::event::now_millis;
+use crate::scheduler::Zone;
 use crate::scheduler::when::{format_local, parse_since};
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 
@@ -39,7 +40,7 @@ pub struct Why<'a> {
 }
 
 /// Shows the first column (unix ms) as local time: SQLite knows no time zones but UTC and the host's.
-fn local_times(mut result: QueryResult, zone: chrono_tz::Tz) -> QueryResult {
+fn local_times(mut result: QueryResult, zone: &Zone) -> QueryResult {
     for row in &mut result.rows {
         if let Some(SqlValue::Integer(ts)) = row.first() {
             row[0] = SqlValue::Text(format_local(*ts, zone));
@@ -50,7 +51,7 @@ fn local_times(mut result: QueryResult, zone: chrono_tz::Tz) -> QueryResult {
 
 pub fn why(args: Why<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = config::load(args.config)?;
-    let since = parse_since(args.since, config.location.timezone, now_millis())
+    let since = parse_since(args.since, &config.location.timezone, now_millis())
         .map_err(anyhow::Error::msg)
         .context("--since")?;
     let db = args
@@ -72,8 +73,8 @@ pub fn why(args: Why<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         anyhow::Ok((runs, idle))
     })?;
     let (runs, idle) = (
-        local_times(runs, config.location.timezone),
-        local_times(idle, config.location.timezone),
+        local_times(runs, &config.location.timezone),
+        local_times(idle, &config.location.timezone),
     );
     if runs.rows.is_empty() {
         let file = config.rules.dir.join(format!("{}.rhai", args.rule));

@@ -11,8 +11,8 @@ use super::{
     BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MetricsConfig, MqttConfig,
     Problem, Retention, RulesConfig, Secret, TlsConfig,
 };
-use crate::scheduler::Location;
 use crate::scheduler::spec::system_timezone;
+use crate::scheduler::{Location, Zone};
 
 /// The largest packet MQTT 3.1.1 can carry (its remaining-length limit).
 const MQTT_MAX_PACKET: u64 = 268_435_455;
@@ -414,12 +414,9 @@ impl Checker<'_> {
     fn location(&mut self, raw: &RawConfig) -> Location {
         let timezone = match &raw.location.timezone {
             None => system_timezone(),
-            Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
-                self.problem(
-                    "location.timezone",
-                    format!("`{name}` is not an IANA time zone (e.g. Europe/Amsterdam)"),
-                );
-                chrono_tz::Tz::UTC
+            Some(name) => Zone::named(name).unwrap_or_else(|message| {
+                self.problem("location.timezone", message);
+                Zone::utc()
             }),
         };
         let coordinates = match (raw.location.latitude, raw.location.longitude) {
@@ -539,7 +536,7 @@ mod tests {
     fn location_is_validated() {
         let config =
             parse("location:\n  latitude: 52.37\n  longitude: 4.89\n  timezone: Europe/Amsterdam\n").unwrap();
-        assert_eq!(config.location.timezone, chrono_tz::Europe::Amsterdam);
+        assert_eq!(config.location.timezone.name(), "Europe/Amsterdam");
         assert_eq!(config.location.coordinates, Some((52.37, 4.89)));
         let errors =
             parse("location:\n  latitude: 95\n  longitude: 4.89\n  timezone: Mars/Olympus\n").unwrap_err();

@@ -116,8 +116,8 @@ struct Player {
 
 impl Player {
     fn start(scenario: &Scenario, rules_dir: &Path, options: &Options) -> Result<Player, String> {
-        let location = options.location;
-        let start = parse_instant(&scenario.start, location.timezone).map_err(|e| format!("start: {e}"))?;
+        let location = options.location.clone();
+        let start = parse_instant(&scenario.start, &location.timezone).map_err(|e| format!("start: {e}"))?;
         let mut files = Vec::new();
         for name in scenario.rule.names() {
             let file = rules_dir.join(format!("{name}.rhai"));
@@ -173,7 +173,7 @@ impl Player {
                 self.sim.advance(millis).map_err(|e| e.to_string())
             }
             Step::At(time) => {
-                let at = parse_instant(time, self.location.timezone)?;
+                let at = parse_instant(time, &self.location.timezone)?;
                 if at < self.sim.now() {
                     return Err(format!(
                         "{time} is before the scenario's current time {}",
@@ -254,7 +254,7 @@ impl Player {
             None => Ok(()),
             Some((at, topic, payload)) => Err(format!(
                 "expected nothing on {topic}, but a rule published {payload:?} at {}",
-                format_local(*at, self.location.timezone)
+                format_local(*at, &self.location.timezone)
             )),
         }
     }
@@ -326,16 +326,16 @@ impl Player {
         let skip = runs.len().saturating_sub(TRACE_RUNS);
         runs[skip..]
             .iter()
-            .map(|run| describe_run(run, self.location))
+            .map(|run| describe_run(run, &self.location))
             .collect()
     }
 
     fn now_text(&self) -> String {
-        format_local(self.sim.now(), self.location.timezone)
+        format_local(self.sim.now(), &self.location.timezone)
     }
 }
 
-fn describe_run(run: &RuleRun, location: Location) -> String {
+fn describe_run(run: &RuleRun, location: &Location) -> String {
     let what = match (&run.error, run.actions) {
         (Some(error), _) => format!("failed: {error}"),
         (None, 1) => "1 action".into(),
@@ -344,7 +344,7 @@ fn describe_run(run: &RuleRun, location: Location) -> String {
     let topic = run.topic.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
     format!(
         "{}  {}  {}{topic}: {what}",
-        format_local(run.ts, location.timezone),
+        format_local(run.ts, &location.timezone),
         run.rule,
         run.trigger
     )

@@ -8,12 +8,14 @@
 pub mod clock;
 pub mod spec;
 pub mod when;
+pub mod zone;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use clock::Clock;
 pub use spec::{Location, Recurrence, Sun};
+pub use zone::Zone;
 
 /// What falls due.
 #[derive(Debug, Clone, PartialEq, Eq)]

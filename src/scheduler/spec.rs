@@ -1,20 +1,19 @@
 //! When recurring triggers fire: `every`, `cron` and sunrise/sunset, each turned into "the next instant
-//! after T". Calendars are the crates' (croner, chrono-tz, sunrise), not ours: the next time is always
+//! after T". Calendars are the crates' (croner, jiff through [`super::zone`], sunrise), not ours: the next time is always
 //! computed in the configured time zone from the previous firing, which is what makes DST right (a job in
 //! the skipped hour runs once just after it, a job in the repeated hour runs once).
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
-use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::CronParser;
 use sunrise::{Coordinates, SolarDay, SolarEvent};
 
+use super::zone::Zone;
+
 /// Where the house is and its time zone.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Location {
-    pub timezone: Tz,
+    pub timezone: Zone,
     /// Latitude and longitude, when configured (sun triggers and `is_dark()` need them).
     pub coordinates: Option<(f64, f64)>,
 }
@@ -29,11 +28,8 @@ impl Default for Location {
 }
 
 /// The system's time zone by IANA name (TZ, /etc/localtime), or UTC when it cannot be told.
-pub fn system_timezone() -> Tz {
-    iana_time_zone::get_timezone()
-        .ok()
-        .and_then(|name| Tz::from_str(&name).ok())
-        .unwrap_or(Tz::UTC)
+pub fn system_timezone() -> Zone {
+    Zone::system()
 }
 
 /// Sunrise or sunset.
@@ -159,12 +155,12 @@ mod tests {
 
     fn amsterdam() -> Location {
         Location {
-            timezone: chrono_tz::Europe::Amsterdam,
+            timezone: Zone::named("Europe/Amsterdam").unwrap(),
             coordinates: Some((52.37, 4.89)),
         }
     }
 
-    fn at(zone: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
+    fn at(zone: &Zone, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
         zone.with_ymd_and_hms(y, mo, d, h, mi, 0)
             .earliest()
             .map(|t| t.timestamp_millis())
@@ -179,9 +175,9 @@ mod tests {
             offset: 0,
         };
         let next = sunset
-            .next_after(at(location.timezone, 2026, 6, 21, 12, 0), &location)
+            .next_after(at(&location.timezone, 2026, 6, 21, 12, 0), &location)
             .unwrap();
-        let published = at(location.timezone, 2026, 6, 21, 22, 6);
+        let published = at(&location.timezone, 2026, 6, 21, 22, 6);
         assert!(
             (next - published).abs() <= 2 * 60_000,
             "sunset {next} vs published {published}"
@@ -191,7 +187,7 @@ mod tests {
             offset: -15 * 60_000,
         };
         assert_eq!(
-            early.next_after(at(location.timezone, 2026, 6, 21, 12, 0), &location),
+            early.next_after(at(&location.timezone, 2026, 6, 21, 12, 0), &location),
             Some(next - 15 * 60_000)
         );
     }
@@ -199,7 +195,7 @@ mod tests {
     #[test]
     fn polar_day_has_no_sunset_for_months() {
         let svalbard = Location {
-            timezone: chrono_tz::Arctic::Longyearbyen,
+            timezone: Zone::named("Arctic/Longyearbyen").unwrap(),
             coordinates: Some((78.22, 15.65)),
         };
         let sunset = Recurrence::Sun {
@@ -207,16 +203,16 @@ mod tests {
             offset: 0,
         };
         let next = sunset
-            .next_after(at(svalbard.timezone, 2026, 6, 1, 12, 0), &svalbard)
+            .next_after(at(&svalbard.timezone, 2026, 6, 1, 12, 0), &svalbard)
             .unwrap();
-        let august = at(svalbard.timezone, 2026, 8, 1, 0, 0);
+        let august = at(&svalbard.timezone, 2026, 8, 1, 0, 0);
         assert!(next > august, "the sun does not set on Svalbard in June and July");
         assert_eq!(
-            is_dark(at(svalbard.timezone, 2026, 6, 21, 0, 0), &svalbard),
+            is_dark(at(&svalbard.timezone, 2026, 6, 21, 0, 0), &svalbard),
             Some(false)
         );
         assert_eq!(
-            is_dark(at(svalbard.timezone, 2026, 12, 21, 12, 0), &svalbard),
+            is_dark(at(&svalbard.timezone, 2026, 12, 21, 12, 0), &svalbard),
             Some(true)
         );
     }
@@ -225,15 +221,15 @@ mod tests {
     fn dark_between_sunset_and_sunrise() {
         let location = amsterdam();
         assert_eq!(
-            is_dark(at(location.timezone, 2026, 6, 21, 23, 0), &location),
+            is_dark(at(&location.timezone, 2026, 6, 21, 23, 0), &location),
             Some(true)
         );
         assert_eq!(
-            is_dark(at(location.timezone, 2026, 6, 21, 12, 0), &location),
+            is_dark(at(&location.timezone, 2026, 6, 21, 12, 0), &location),
             Some(false)
         );
         assert_eq!(
-            is_dark(at(location.timezone, 2026, 6, 21, 3, 0), &location),
+            is_dark(at(&location.timezone, 2026, 6, 21, 3, 0), &location),
             Some(true)
         );
         assert_eq!(

@@ -3,10 +3,11 @@
 //! Times without an offset are local to the configured time zone.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
-use chrono_tz::Tz;
+
+use super::zone::Zone;
 
 /// Parses an absolute time into unix ms.
-pub fn parse_instant(text: &str, zone: Tz) -> Result<i64, String> {
+pub fn parse_instant(text: &str, zone: &Zone) -> Result<i64, String> {
     let text = text.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_millis());
@@ -32,11 +33,16 @@ pub fn parse_instant(text: &str, zone: Tz) -> Result<i64, String> {
     zone.from_local_datetime(&naive)
         .earliest()
         .map(|t| t.timestamp_millis())
-        .ok_or_else(|| format!("`{text}` does not exist in {zone} (it falls in a DST gap)"))
+        .ok_or_else(|| {
+            format!(
+                "`{text}` does not exist in {} (it falls in a DST gap)",
+                zone.name()
+            )
+        })
 }
 
 /// Parses an absolute time, or a duration meaning that long before `now`.
-pub fn parse_since(text: &str, zone: Tz, now: i64) -> Result<i64, String> {
+pub fn parse_since(text: &str, zone: &Zone, now: i64) -> Result<i64, String> {
     if let Ok(ago) = crate::config::units::parse_duration(text) {
         return Ok(now - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX));
     }
@@ -46,7 +52,7 @@ pub fn parse_since(text: &str, zone: Tz, now: i64) -> Result<i64, String> {
 }
 
 /// A unix ms time as local RFC 3339 (`2026-11-24T18:00:00.000+01:00`).
-pub fn format_local(at: i64, zone: Tz) -> String {
+pub fn format_local(at: i64, zone: &Zone) -> String {
     zone.timestamp_millis_opt(at)
         .single()
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -56,16 +62,16 @@ pub fn format_local(at: i64, zone: Tz) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono_tz::Europe::Amsterdam;
 
     #[test]
     fn every_written_form() {
-        let six = parse_instant("2026-11-24T18:00", Amsterdam).unwrap();
-        assert_eq!(parse_instant("2026-11-24T17:00:00Z", Amsterdam), Ok(six));
-        assert_eq!(parse_instant("2026-11-24 18:00", Amsterdam), Ok(six));
-        assert_eq!(parse_instant("2026-11-24", Amsterdam), Ok(six - 18 * 3_600_000));
-        assert_eq!(parse_since("24h", Amsterdam, six), Ok(six - 86_400_000));
-        assert!(parse_instant("yesterday", Amsterdam).is_err());
-        assert_eq!(format_local(six, Amsterdam), "2026-11-24T18:00:00.000+01:00");
+        let zone = &Zone::named("Europe/Amsterdam").unwrap();
+        let six = parse_instant("2026-11-24T18:00", zone).unwrap();
+        assert_eq!(parse_instant("2026-11-24T17:00:00Z", zone), Ok(six));
+        assert_eq!(parse_instant("2026-11-24 18:00", zone), Ok(six));
+        assert_eq!(parse_instant("2026-11-24", zone), Ok(six - 18 * 3_600_000));
+        assert_eq!(parse_since("24h", zone, six), Ok(six - 86_400_000));
+        assert!(parse_instant("yesterday", zone).is_err());
+        assert_eq!(format_local(six, zone), "2026-11-24T18:00:00.000+01:00");
     }
 }
