@@ -8,8 +8,10 @@
 -- (topic_id, ts) index once per topic (SQLite plans it so once `PRAGMA optimize` has gathered
 -- statistics, which the engine runs at start and hourly), and `latest` needs no upkeep on insert.
 
+-- AUTOINCREMENT: an id is never given to another topic, even after an owner deleted a topic by hand
+-- (the engine keeps the ids it knows in memory).
 CREATE TABLE topics_by_id (
-    id    INTEGER PRIMARY KEY,
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT    NOT NULL UNIQUE
 );
 INSERT INTO topics_by_id (topic) SELECT DISTINCT topic FROM messages ORDER BY topic;
@@ -45,6 +47,8 @@ SELECT m.id, m.ts, t.topic, m.payload, m.qos, m.retain, m.dup
 FROM message_rows m JOIN topics t ON t.id = m.topic_id;
 
 -- The newest row of `messages` per topic: the last entry of the topic's index range, one seek each.
+-- Newest by `ts` (ties by arrival), like every time-ordered query: a row stamped by a clock that was
+-- ahead and later stepped back stays the newest until the clock passes its time again.
 CREATE VIEW latest AS
 SELECT m.id, m.ts, t.topic, m.payload, m.qos, m.retain
 FROM topics t JOIN message_rows m ON m.id = (
@@ -53,7 +57,11 @@ FROM topics t JOIN message_rows m ON m.id = (
 
 CREATE TRIGGER messages_insert INSTEAD OF INSERT ON messages
 BEGIN
-    INSERT OR IGNORE INTO topics (topic) VALUES (new.topic);
+    -- Not INSERT OR IGNORE: the conflict clause of the statement that fired the trigger overrides the
+    -- trigger's own, and an owner's INSERT OR REPLACE INTO messages would then give the topic a new id
+    -- and orphan its history.
+    INSERT INTO topics (topic) SELECT new.topic
+    WHERE NOT EXISTS (SELECT 1 FROM topics WHERE topic = new.topic);
     INSERT INTO message_rows (id, ts, topic_id, payload, qos, retain, dup)
     VALUES (new.id, new.ts, (SELECT id FROM topics WHERE topic = new.topic), new.payload, new.qos,
             new.retain, coalesce(new.dup, 0));

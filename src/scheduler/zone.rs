@@ -41,9 +41,9 @@ impl Zone {
         Zone(TimeZone::try_system().unwrap_or(TimeZone::UTC))
     }
 
-    /// The IANA name, when the zone has one.
+    /// The IANA name, when the zone has one (a zone from a `TZ` rule or a copied /etc/localtime has none).
     pub fn name(&self) -> &str {
-        self.0.iana_name().unwrap_or("UTC")
+        self.0.iana_name().unwrap_or("the system's time zone")
     }
 
     fn offset_at(&self, utc: &NaiveDateTime) -> ZoneOffset {
@@ -184,5 +184,6 @@ mod tests {
             "{error}"
         );
         assert_eq!(Zone::named("UTC").unwrap(), Zone::utc());
+        assert_eq!(Zone::utc().name(), "UTC");
     }
 }

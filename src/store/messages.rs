@@ -17,6 +17,9 @@ use crate::event::Message;
 /// multi-row statement is 10-40x faster than a statement per row (CRATES.md section 5).
 const ROWS_PER_STATEMENT: usize = 1_000;
 
+/// Most topic ids kept in memory (about 100 bytes each).
+const MAX_KNOWN_TOPICS: usize = 100_000;
+
 /// Topic text to `topics.id`, for every topic this writer has stored or looked up. Only ids of
 /// committed rows enter it: an id made in a transaction that then failed no longer exists.
 #[derive(Debug, Default)]
@@ -84,9 +87,13 @@ async fn insert_messages(
         insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    known
-        .lock()
-        .extend(fresh.into_iter().map(|(topic, id)| (topic.to_string(), id)));
+    let mut known = known.lock();
+    // Devices that put a unique id in every topic would otherwise grow it without end; a cleared map
+    // refills from `topics` as messages come.
+    if known.len() > MAX_KNOWN_TOPICS {
+        known.clear();
+    }
+    known.extend(fresh.into_iter().map(|(topic, id)| (topic.to_string(), id)));
     Ok(())
 }
 
@@ -105,13 +112,13 @@ async fn topic_id(conn: &mut SqliteConnection, topic: &str) -> Result<i64, Store
 
 impl HistoryReader {
     /// The id after which the messages received at or after `since` (unix ms) begin, to start paging
-    /// with [`HistoryReader::messages_page`]: the smallest id of each topic's first row at `since`,
-    /// found with one seek per topic in the (topic_id, ts) index. Exact while the clock only moved
-    /// forward; after a step back, rows stored with an earlier id but a later time are not included.
+    /// with [`HistoryReader::messages_page`]: the smallest id among them, read from each topic's range
+    /// of the (topic_id, ts) index (exact also for rows imported out of time order; the cost grows with
+    /// the rows in range, which a replay reads anyway).
     pub async fn id_before(&self, since: i64) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "SELECT coalesce(min((SELECT r.id FROM message_rows r WHERE r.topic_id = t.id AND r.ts >= ?1 \
-             ORDER BY r.ts, r.id LIMIT 1)), 1) - 1 FROM topics t",
+            "SELECT coalesce(min((SELECT min(r.id) FROM message_rows r \
+             WHERE r.topic_id = t.id AND r.ts >= ?1)), 1) - 1 FROM topics t",
         )
         .bind(since)
         .fetch_one(&self.pool)
@@ -285,6 +292,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(topics, 4, "a topic is stored once");
+
+        // An owner's INSERT OR REPLACE must not give the topic a new id (which would orphan its rows).
+        sqlx::raw_sql(
+            "INSERT OR REPLACE INTO messages (ts, topic, payload, qos, retain) VALUES (8, 'b', 't', 0, 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let b: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE topic = 'b'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(b, 3, "the rows of b stay visible");
+        store.insert_messages(&[&message("b", "s", 9)]).await.unwrap();
+        let b: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE topic = 'b'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(b, 4, "and the engine's cached id still names b");
     }
 
     /// A batch that fails after adding a new topic rolls the topic back; the writer must not keep its

@@ -119,7 +119,11 @@ impl Store {
             path: Arc::from(path),
             topic_ids: Arc::default(),
         };
-        store.optimize(true).await?;
+        // Only the query planner's statistics: a failure (a busy lock, a full disk) must not stop the
+        // engine; the hourly run tries again.
+        if let Err(e) = store.optimize(true).await {
+            tracing::warn!("cannot refresh the query planner's statistics: {e}");
+        }
         Ok(store)
     }
 
