@@ -880,14 +880,7 @@ async fn start_with(program: &Path, config: &Path, port: u16, id: &str, db: &Pat
     )
     .await;
     let launched = Instant::now();
-    let child = Command::new(program)
-        .args(["run", "-c"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(config.with_extension("log")).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn(program, config);
     let online = tokio::time::timeout(Duration::from_secs(30), online_rx)
         .await
         .expect("online")
@@ -1047,16 +1040,21 @@ async fn idle_rss(report: &mut Report, plan: Plan) {
     );
 }
 
-async fn start_embedded(config: &Path, port: u16, db: &Path) -> Engine {
-    let launched = Instant::now();
-    let child = Command::new(BINARY)
+/// `program run -c config`, its log beside the config.
+fn spawn(program: &Path, config: &Path) -> Child {
+    Command::new(program)
         .args(["run", "-c"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(config.with_extension("log")).unwrap())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+async fn start_embedded(config: &Path, port: u16, db: &Path) -> Engine {
+    let launched = Instant::now();
+    let child = spawn(Path::new(BINARY), config);
     for _ in 0..500 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::config;
 use crate::event::now_millis;
 use crate::plot::{self, Series, Spec, chart, terminal};
-use crate::scheduler::spec::system_timezone;
+use crate::scheduler::Zone;
 use crate::scheduler::when::parse_since;
 use crate::store::HistoryReader;
 
@@ -30,7 +30,7 @@ pub fn plot(args: PlotArgs<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let config = config::load(args.config);
     let zone = config
         .as_ref()
-        .map_or_else(|_| system_timezone(), |c| c.location.timezone.clone());
+        .map_or_else(|_| Zone::system(), |c| c.location.timezone.clone());
     let now = now_millis();
     let from = parse_since(args.since, &zone, now).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let to = match args.until {

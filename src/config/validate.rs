@@ -11,7 +11,6 @@ use super::{
     BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MetricsConfig, MqttConfig,
     Problem, Retention, RulesConfig, Secret, TlsConfig,
 };
-use crate::scheduler::spec::system_timezone;
 use crate::scheduler::{Location, Zone};
 
 /// The largest packet MQTT 3.1.1 can carry (its remaining-length limit).
@@ -413,7 +412,7 @@ impl Checker<'_> {
 
     fn location(&mut self, raw: &RawConfig) -> Location {
         let timezone = match &raw.location.timezone {
-            None => system_timezone(),
+            None => Zone::system(),
             Some(name) => Zone::named(name).unwrap_or_else(|message| {
                 self.problem("location.timezone", message);
                 Zone::utc()

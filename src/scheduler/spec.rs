@@ -21,15 +21,10 @@ pub struct Location {
 impl Default for Location {
     fn default() -> Self {
         Location {
-            timezone: system_timezone(),
+            timezone: Zone::system(),
             coordinates: None,
         }
     }
-}
-
-/// The system's time zone by IANA name (TZ, /etc/localtime), or UTC when it cannot be told.
-pub fn system_timezone() -> Zone {
-    Zone::system()
 }
 
 /// Sunrise or sunset.
