@@ -163,11 +163,13 @@ async fn bench(plan: Plan) {
     let mut disk = Vec::new();
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
         let (mut bare, mut engine, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cpu = Vec::new();
         for run in 0..plan.runs {
             let b = bare_ingest(port, qos, plan.ingest_messages).await;
             let e = engine_ingest(port, work.path(), qos, plan.ingest_messages, run).await;
             bare.push(b);
             engine.push(e.rate);
+            cpu.push(e.cpu_us_per_message);
             ratios.push(e.rate / b);
             if let Some(d) = e.disk {
                 disk.push(d);
@@ -175,9 +177,10 @@ async fn bench(plan: Plan) {
         }
         let level = qos as u8;
         println!(
-            "  (QoS {level}: bare subscriber msg/s {}; engine msg/s {})",
+            "  (QoS {level}: bare subscriber msg/s {}; engine msg/s {}; engine CPU per message, us: {})",
             all(&bare, 0),
-            all(&engine, 0)
+            all(&engine, 0),
+            all(&cpu, 1)
         );
         let ratio = median(&mut ratios);
         report.line(
@@ -312,6 +315,21 @@ fn report_disk(disk: &[Disk], report: &mut Report) {
 struct Mosquitto {
     child: Child,
     port: u16,
+}
+
+/// CPU time a process has used so far, all threads, user and system (`/proc/PID/stat` fields 14 and 15,
+/// in the kernel's fixed 100 ticks per second).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime: fields 14 and 15 of the line, the 12th and 13th after the command name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn free_port() -> u16 {
@@ -716,6 +734,10 @@ struct Disk {
 
 struct IngestRun {
     rate: f64,
+    /// The engine process's CPU time (all threads, user and system) per stored message: on a machine
+    /// where the broker, the load and the engine share two cores, this is what the ingest ratio
+    /// mostly depends on.
+    cpu_us_per_message: f64,
     peak_rss_kb: u64,
     disk: Option<Disk>,
 }
@@ -735,6 +757,7 @@ async fn engine_ingest(port: u16, work: &Path, qos: QoS, count: usize, run: usiz
         .await
         .unwrap();
     let start = Instant::now();
+    let cpu_before = cpu_time(engine.pid);
     blast(port, qos, count).await;
     let (stored, last) = wait_progress(count as u64, Duration::from_secs(3), || {
         let pool = pool.clone();
@@ -748,6 +771,7 @@ async fn engine_ingest(port: u16, work: &Path, qos: QoS, count: usize, run: usiz
     })
     .await;
     let rate = stored as f64 / (last - start).as_secs_f64();
+    let cpu_us_per_message = (cpu_time(engine.pid) - cpu_before).as_secs_f64() * 1e6 / stored.max(1) as f64;
     let peak_rss_kb = engine.status("VmHWM:");
     pool.close().await;
     engine.stop().await;
@@ -759,6 +783,7 @@ async fn engine_ingest(port: u16, work: &Path, qos: QoS, count: usize, run: usiz
     let _ = std::fs::remove_file(&db);
     IngestRun {
         rate,
+        cpu_us_per_message,
         peak_rss_kb,
         disk,
     }

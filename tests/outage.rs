@@ -170,6 +170,9 @@ async fn publishes_in_flight_when_the_broker_stops_are_kept_and_delivered_after_
     broker.restart().await;
 
     // Every publish a rule made (recorded in `actions`) reached the broker and came back as history.
+    // Each change of the two counts is printed, so a timeout shows which one stopped short: publishes
+    // the rules never made (or that were not recorded), or recorded publishes that never came back.
+    let last = std::sync::Mutex::new((-1, -1));
     let published = eventually(
         // Generous: a bound for a loaded CI machine, not a speed claim.
         "every burst publish delivered",
@@ -182,6 +185,15 @@ async fn publishes_in_flight_when_the_broker_stops_are_kept_and_delivered_after_
              AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.topic = a.target)",
             )
             .await;
+            if let Ok(mut last) = last.lock()
+                && *last != (published, missing)
+            {
+                *last = (published, missing);
+                eprintln!(
+                    "in-flight test: {published} of {} publishes recorded, {missing} of them not back yet",
+                    10 * BURST
+                );
+            }
             (published == 10 * BURST && missing == 0).then_some(published)
         },
     )
