@@ -285,6 +285,13 @@ impl Publisher {
         *route = Route::Outbox;
         // Also takes what is still in the request channel.
         self.eventloop.clean();
+        // rumqttc keeps the failed connection's events that were not yet polled (`Outgoing::Publish` of
+        // packets written before the failure, acknowledgements read but not yet returned), and returns
+        // them after the next ConnAck. The replay would pair such an old packet id with the first row
+        // of its new window, and that row would wait forever for an acknowledgement, stalling the
+        // outbox. Nothing in them is needed: what was not acknowledged is in `pending` (and spilled
+        // below), and the replay starts over.
+        self.eventloop.state.events.clear();
         let mut kept = VecDeque::new();
         let mut spilled = Vec::new();
         for request in self.eventloop.pending.drain(..) {
