@@ -616,10 +616,14 @@ fn engine_config(dir: &Path, port: u16, qos: QoS, client_id: &str, db: &Path) ->
         format!(
             "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {client_id}\n  subscribe: [\"bench/#\"]\n  \
              qos: {}\n  base_topic: {client_id}\nbroker:\n  embedded: false\ndatabase:\n  path: {}\n\
-             rules:\n  dir: {}\n",
+             rules:\n  dir: {}\n{}",
             qos as u8,
             db.display(),
-            dir.join("rules").display()
+            dir.join("rules").display(),
+            // HOMEWRIGHT_BENCH_METRICS=ADDR: the engine serves /metrics there (queue depths of a stall).
+            std::env::var("HOMEWRIGHT_BENCH_METRICS")
+                .map(|addr| format!("metrics:\n  listen: {addr}\n"))
+                .unwrap_or_default()
         ),
     )
     .unwrap();
@@ -1070,7 +1074,11 @@ fn spawn(program: &Path, config: &Path) -> Child {
     Command::new(program)
         .args(["run", "-c"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        // HOMEWRIGHT_BENCH_LOG (e.g. `debug`) to see what an engine did in a run that went wrong.
+        .env(
+            "RUST_LOG",
+            std::env::var("HOMEWRIGHT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(config.with_extension("log")).unwrap())
         .spawn()

@@ -115,7 +115,6 @@ pub async fn run_with(
     let (ingest_tx, ingest_rx) = mpsc::channel(ingest::CHANNEL_CAPACITY);
     let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
-    let (ingest_done_tx, ingest_done_rx) = oneshot::channel();
     let metrics = match config.metrics.listen {
         Some(addr) => {
             Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &outputs_tx, &records_tx)).await?)
@@ -142,7 +141,7 @@ pub async fn run_with(
         Actions {
             input: outputs_rx,
             publisher: publish_handle,
-            recorder: records_tx,
+            recorder: records_tx.clone(),
             relays: RelayDriver {
                 backend,
                 config: config.gpio.clone(),
@@ -170,6 +169,7 @@ pub async fn run_with(
         rules,
         input: rules_rx,
         output: outputs_tx,
+        records: records_tx,
         ready: Some(ready_tx),
     };
     stages.spawn_thread("rules", move || worker.run())?;
@@ -197,11 +197,10 @@ pub async fn run_with(
             store: store.clone(),
             acker,
             input: ingest_rx,
-            done: ingest_done_tx,
         }
         .run(),
     );
-    stages.spawn("subscriber", subscriber.run(shutdown.clone(), ingest_done_rx));
+    stages.spawn("subscriber", subscriber.run(shutdown.clone()));
     // Only when configured: the watchdog counts a stage that ends by itself as a failure.
     if !config.database.retention.is_empty() {
         stages.spawn(

@@ -1,6 +1,6 @@
 //! The actions stage: performs what rules asked for (publishes, relay switches) as soon as it arrives,
-//! and hands a record of it, of every rule run and of every `store_set` to the [`recorder`], which
-//! writes them in batches. Keeping the database write out of this loop means a commit never delays a
+//! and hands a record of it to the [`recorder`], which writes them in batches (the rule thread hands
+//! it the record of every run and of every `store_set` itself). Keeping the database write out of this loop means a commit never delays a
 //! publish. When the rules are done it puts each relay in its `on_stop` state, then closes the publisher.
 
 pub mod recorder;
@@ -40,7 +40,6 @@ impl Actions {
                         continue;
                     }
                 },
-                Output::Run(run) => METRICS.rule_run(run),
                 _ => {}
             }
             self.record(Record::of(output)).await;

@@ -13,9 +13,11 @@ use crate::store::Store;
 use crate::store::audit::{ActionRecord, AuditBatch, TimerOp};
 
 /// Records waiting for the recorder; when full, the actions stage waits.
-pub const CHANNEL_CAPACITY: usize = 4_096;
-/// Most rows per transaction.
-const MAX_BATCH: usize = 1_000;
+/// Two batches: the rule thread keeps sending while one is written.
+pub const CHANNEL_CAPACITY: usize = 2 * MAX_BATCH;
+/// Most rows per transaction: a rule that reads every message records a run per message, and every
+/// commit syncs the disk (see `ingest::MAX_BATCH`). Also closed by age, [`MAX_BATCH_AGE`].
+const MAX_BATCH: usize = 4_000;
 /// Longest a record waits before its batch is written.
 const MAX_BATCH_AGE: Duration = Duration::from_millis(100);
 /// How often a batch being filled takes the records that arrived (see [`Recorder::fill`]).

@@ -4,15 +4,22 @@
 //! Invariants:
 //! - The task that polls the event loop only polls and forwards; it never awaits a request into the
 //!   client, so it cannot deadlock on its own bounded channel (CRATES.md section 1).
-//! - QoS 1/2 messages are acknowledged by [`Acker`] only after ingest committed them; until then the
-//!   broker keeps them in our session and redelivers them if we go away.
+//! - QoS 1/2 messages are acknowledged only after ingest committed them; until then the broker keeps
+//!   them in our session and redelivers them if we go away.
+//! - Acknowledgements are written to the socket by this task, a committed batch at a time with one
+//!   system call, never through rumqttc's request channel. That channel is drained one request per turn
+//!   of the event loop while a turn reads up to ten messages: at full speed the queued acknowledgements
+//!   outgrew it, ingest waited for room, the poll loop waited for ingest, and ingest stopped for good.
+//!   It was also one `write` per message, on the core the broker needs.
 //! - Subscriptions are renewed after every ConnAck, so a broker that lost our session still sends.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, QoS, SubscribeReasonCode};
-use tokio::sync::{mpsc, oneshot};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, PubAck, PubRec, QoS, Request,
+    SubscribeReasonCode,
+};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -20,11 +27,9 @@ use super::{Backoff, TlsError, describe, network_options, options, qos};
 use crate::config::MqttConfig;
 use crate::event::{Event, Message, now_millis};
 
-/// Capacity of the ingest connection's request channel. Only acknowledgements and subscriptions travel
-/// through it, and the broker can have at most 65,535 unacknowledged messages out to us (packet ids are
-/// 16 bits), so an ack never waits for room. That matters: the task draining this channel is the poll
-/// loop, which may itself be waiting for ingest to take a message.
-const REQUEST_CAPACITY: usize = 65_536 + 64;
+/// Capacity of the ingest connection's request channel: subscriptions and the DISCONNECT travel through
+/// it (acknowledgements do not, see the module doc).
+const REQUEST_CAPACITY: usize = 64;
 
 /// How long a clean stop waits for the broker to take our last acknowledgements and DISCONNECT.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,27 +48,40 @@ pub struct Incoming {
     pub ack: Option<AckToken>,
 }
 
-/// The packet id and QoS of a received message: all an acknowledgement needs.
+/// The packet id and QoS of a received message, and the broker session it came in: all an
+/// acknowledgement needs.
 #[derive(Debug, Clone, Copy)]
 pub struct AckToken {
     pkid: u16,
     qos: QoS,
+    /// Counts the sessions the broker started afresh (a ConnAck without `session_present`). Packet ids
+    /// belong to a session: in a new one, an old id may already name another, uncommitted message.
+    session: u64,
 }
 
-/// Acknowledges stored messages to the broker through the ingest connection.
-#[derive(Clone)]
+/// Hands the acknowledgements of committed messages to the subscriber task, which writes them.
+/// Dropping every `Acker` tells the subscriber that ingest is done.
 pub struct Acker {
-    client: AsyncClient,
+    batches: mpsc::UnboundedSender<Vec<AckToken>>,
 }
 
 impl Acker {
-    /// Queues the acknowledgement of one message. Call in the order the messages were received.
-    pub async fn ack(&self, token: AckToken) -> Result<(), rumqttc::ClientError> {
-        let mut publish = rumqttc::Publish::new("", token.qos, Bytes::new());
-        publish.pkid = token.pkid;
-        self.client.ack(&publish).await
+    /// Queues the acknowledgements of one committed batch, in the order the messages were received.
+    /// Never waits: waiting here is how ingest and the poll loop once stopped each other (module doc).
+    /// Its queue stays small: the broker sends no more than its in-flight window unacknowledged.
+    /// Fails only when the subscriber is gone (and with it the connection to acknowledge on).
+    pub fn ack(&self, tokens: Vec<AckToken>) -> Result<(), AckerClosed> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        self.batches.send(tokens).map_err(|_| AckerClosed)
     }
 }
+
+/// The subscriber task, and the ingest connection with it, is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("the ingest connection is closed")]
+pub struct AckerClosed;
 
 /// The ingest source. Build with [`Subscriber::new`], then `run` it.
 pub struct Subscriber {
@@ -71,6 +89,7 @@ pub struct Subscriber {
     client: AsyncClient,
     eventloop: EventLoop,
     forward: Option<Forward>,
+    acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
 }
 
 impl Subscriber {
@@ -90,9 +109,8 @@ impl Subscriber {
             .set_max_packet_size(PROTOCOL_MAX_PACKET, config.max_packet_size);
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
         eventloop.set_network_options(network_options());
-        let acker = Acker {
-            client: client.clone(),
-        };
+        let (batches, acks) = mpsc::unbounded_channel();
+        let acker = Acker { batches };
         let forward = Some(Forward {
             ingest: to_ingest,
             rules: Some(to_rules),
@@ -104,18 +122,21 @@ impl Subscriber {
             client,
             eventloop,
             forward,
+            acks,
         };
         Ok((subscriber, acker))
     }
 
     /// Receives until `shutdown`; then stops forwarding, keeps the connection up until ingest has
-    /// committed and queued every acknowledgement (`ingest_done`), and disconnects.
-    pub async fn run(mut self, shutdown: CancellationToken, mut ingest_done: oneshot::Receiver<()>) {
+    /// committed and handed over every acknowledgement (every [`Acker`] dropped), and disconnects.
+    pub async fn run(mut self, shutdown: CancellationToken) {
         // Dropping it on shutdown is what lets ingest and rules see their input end.
         let mut forward = self.forward.take();
         let mut link = LinkState::new(&self.config, "ingest", &self.config.client_id);
         let mut disconnect_by: Option<tokio::time::Instant> = None;
         let mut disconnect_sent = false;
+        let mut session: u64 = 0;
+        let mut ingest_done = false;
         loop {
             tokio::select! {
                 biased;
@@ -123,17 +144,23 @@ impl Subscriber {
                     debug!("ingest source stopping; waiting for ingest to commit what it holds");
                     forward = None;
                 }
-                _ = &mut ingest_done, if forward.is_none() && disconnect_by.is_none() => {
-                    if !link.connected {
-                        debug!("ingest done; not connected, so nothing to disconnect");
-                        return;
+                // While reconnecting they wait here, to be written if the broker kept the session.
+                // Once stopping they are read anyway, to learn when ingest is done.
+                batch = self.acks.recv(), if !ingest_done && (link.connected || forward.is_none()) => match batch {
+                    Some(tokens) => self.write_acks(&tokens, session).await,
+                    None => {
+                        ingest_done = true;
+                        if !link.connected {
+                            debug!("ingest done; not connected, so nothing to disconnect");
+                            return;
+                        }
+                        if let Err(e) = self.client.try_disconnect() {
+                            warn!("cannot queue DISCONNECT: {e}");
+                            return;
+                        }
+                        disconnect_by = Some(tokio::time::Instant::now() + DISCONNECT_TIMEOUT);
                     }
-                    if let Err(e) = self.client.try_disconnect() {
-                        warn!("cannot queue DISCONNECT: {e}");
-                        return;
-                    }
-                    disconnect_by = Some(tokio::time::Instant::now() + DISCONNECT_TIMEOUT);
-                }
+                },
                 _ = sleep_until(disconnect_by), if disconnect_by.is_some() => {
                     warn!("broker did not take our DISCONNECT in time; unacknowledged messages will be redelivered");
                     return;
@@ -142,13 +169,16 @@ impl Subscriber {
                     Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
                         // When stopping it is not forwarded, so not acknowledged: the broker redelivers it.
                         if let Some(to) = &mut forward
-                            && !to.send(publish).await
+                            && !to.send(publish, session).await
                         {
                             forward = None;
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
                         link.connected(connack.session_present);
+                        if !connack.session_present {
+                            session += 1;
+                        }
                         self.subscribe();
                     }
                     Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => self.check_suback(&suback.return_codes),
@@ -176,6 +206,51 @@ impl Subscriber {
                     }
                 },
             }
+        }
+    }
+
+    /// Writes the acknowledgements of one committed batch with a single flush. Those from an earlier
+    /// session are dropped: the broker that forgot it redelivers nothing of it, and their packet ids may
+    /// now name other messages. When the write fails the connection is failing too, and the next poll
+    /// reports it; the broker then redelivers what was not acknowledged.
+    async fn write_acks(&mut self, tokens: &[AckToken], session: u64) {
+        let EventLoop {
+            network,
+            state,
+            network_options,
+            ..
+        } = &mut self.eventloop;
+        let Some(network) = network.as_mut() else {
+            debug!(
+                acks = tokens.len(),
+                "not connected: acknowledgements wait for the next connection"
+            );
+            return;
+        };
+        for token in tokens.iter().filter(|t| t.session == session) {
+            let request = match token.qos {
+                QoS::ExactlyOnce => Request::PubRec(PubRec::new(token.pkid)),
+                _ => Request::PubAck(PubAck::new(token.pkid)),
+            };
+            // Through rumqttc's state, which keeps its own account of what went out.
+            let packet = match state.handle_outgoing_packet(request) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!("cannot acknowledge message {}: {e}", token.pkid);
+                    return;
+                }
+            };
+            if let Err(e) = network.write(packet).await {
+                debug!("cannot write acknowledgements: {e}");
+                return;
+            }
+        }
+        let timeout = Duration::from_secs(network_options.connection_timeout());
+        match tokio::time::timeout(timeout, network.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!("cannot write acknowledgements: {e}"),
+            Err(_) => debug!("writing acknowledgements timed out"),
         }
     }
 
@@ -222,13 +297,14 @@ impl Forward {
     /// refusing it any other way would make the broker redeliver it forever. It is logged with its
     /// topic and size (the first one, then at every power of two, so a stream of them cannot flood the
     /// log).
-    async fn send(&mut self, publish: rumqttc::Publish) -> bool {
+    async fn send(&mut self, publish: rumqttc::Publish, session: u64) -> bool {
         crate::metrics::METRICS.received.add(1);
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             qos => Some(AckToken {
                 pkid: publish.pkid,
                 qos,
+                session,
             }),
         };
         let size = publish.topic.len() + publish.payload.len();

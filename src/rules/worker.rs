@@ -1,6 +1,8 @@
 //! The rule thread: Rhai evaluation is synchronous and CPU-bound, so rules run on one dedicated OS
-//! thread (never on a tokio worker), taking events in arrival order and handing outputs to the actions
-//! stage. The same thread drains the scheduler: it waits for the next event or the next deadline,
+//! thread (never on a tokio worker), taking events in arrival order and handing what rules asked for
+//! to the actions stage, and the record of each run (and what rules persist) straight to the recorder.
+//! A record has nothing to perform: passing it through the actions stage woke that stage for every rule
+//! run, which at full message rate cost more than writing the row. The same thread drains the scheduler: it waits for the next event or the next deadline,
 //! whichever comes first. It ends when its input closes, after handing over everything.
 
 use std::collections::HashMap;
@@ -12,7 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::set::RuleSet;
+use crate::actions::recorder::Record;
 use crate::event::{Event, Output};
+use crate::metrics::METRICS;
 
 /// Events queued for the rule thread. Rules take microseconds per run, so this absorbs bursts; when it
 /// is full the subscriber waits (back-pressure) rather than dropping a message.
@@ -40,7 +44,11 @@ pub struct RuleWorker {
     pub rules: RuleSet,
     /// A flume channel: the async subscriber sends, this thread waits with a timeout.
     pub input: flume::Receiver<Event>,
+    /// Only [`Output::Action`]s: what must be performed.
     pub output: mpsc::Sender<Output>,
+    /// Every other output, as the recorder's row. The recorder takes them on a tick, so sending one
+    /// wakes nobody.
+    pub records: mpsc::Sender<Record>,
     /// Told once the rules are loaded and `on_start` has run.
     pub ready: Option<oneshot::Sender<()>>,
 }
@@ -116,8 +124,18 @@ impl RuleWorker {
 
     fn send(&self, outputs: Vec<Output>) -> bool {
         for output in outputs {
-            if self.output.blocking_send(output).is_err() {
-                error!("the actions stage is gone; rule outputs can no longer be performed");
+            if matches!(output, Output::Action { .. }) {
+                if self.output.blocking_send(output).is_err() {
+                    error!("the actions stage is gone; rule outputs can no longer be performed");
+                    return false;
+                }
+                continue;
+            }
+            if let Output::Run(run) = &output {
+                METRICS.rule_run(run);
+            }
+            if self.records.blocking_send(Record::of(output)).is_err() {
+                error!("the recorder is gone; rule runs can no longer be recorded");
                 return false;
             }
         }
