@@ -31,16 +31,16 @@ impl Actions {
     /// disconnects.
     pub async fn run(mut self) {
         while let Some(output) = self.input.recv().await {
-            match &output {
-                Output::Action { rule, action, .. } => match self.perform(action).await {
+            // Only actions come here (the rule thread records the rest itself).
+            if let Output::Action { rule, action, .. } = &output {
+                match self.perform(action).await {
                     Ok(()) => METRICS.actions.add(1),
                     Err(e) => {
                         METRICS.action_errors.add(1);
                         error!(rule = %rule, "{e}");
                         continue;
                     }
-                },
-                _ => {}
+                }
             }
             self.record(Record::of(output)).await;
         }
