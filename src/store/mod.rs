@@ -100,7 +100,12 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             // Takes effect in a new file (before the first table): the retention purge can then give
             // freed pages back, so the file stops growing once retention is reached.
-            .auto_vacuum(SqliteAutoVacuum::Incremental);
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            // A multi-row INSERT in a transaction keeps a statement journal (the pages it changed, to
+            // undo the statement alone if a row fails a NOT NULL), and SQLite spills one above 64 KiB
+            // to a temporary file: at full message rate that was as many page writes as the WAL itself
+            // (counted with strace). In memory it is a few hundred KiB per statement, freed at once.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
