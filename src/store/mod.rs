@@ -105,7 +105,8 @@ impl Store {
             // undo the statement alone if a row fails a NOT NULL), and SQLite spills one above 64 KiB
             // to a temporary file: at full message rate that was as many page writes as the WAL itself
             // (counted with strace). In memory it is a few hundred KiB per statement, freed at once.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", "8000");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
