@@ -227,17 +227,13 @@ impl Subscriber {
             );
             return;
         };
-        for token in tokens.iter().filter(|t| t.session == session) {
-            let request = match token.qos {
-                QoS::ExactlyOnce => Request::PubRec(PubRec::new(token.pkid)),
-                _ => Request::PubAck(PubAck::new(token.pkid)),
-            };
+        for request in tokens.iter().filter_map(|token| ack_request(token, session)) {
             // Through rumqttc's state, which keeps its own account of what went out.
             let packet = match state.handle_outgoing_packet(request) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => continue,
                 Err(e) => {
-                    warn!("cannot acknowledge message {}: {e}", token.pkid);
+                    warn!("cannot acknowledge a stored message: {e}");
                     return;
                 }
             };
@@ -346,6 +342,19 @@ impl Forward {
     }
 }
 
+/// The packet that acknowledges `token`'s message in the broker's current `session`: PUBACK for QoS 1,
+/// PUBREC for QoS 2 (rumqttc answers the broker's PUBREL itself). None for a message of a session the
+/// broker has forgotten: its packet id may name another message now.
+fn ack_request(token: &AckToken, session: u64) -> Option<Request> {
+    if token.session != session {
+        return None;
+    }
+    Some(match token.qos {
+        QoS::ExactlyOnce => Request::PubRec(PubRec::new(token.pkid)),
+        _ => Request::PubAck(PubAck::new(token.pkid)),
+    })
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -402,5 +411,32 @@ impl LinkState {
         self.connected = false;
         self.last_error = Some(text);
         pause
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(pkid: u16, qos: QoS, session: u64) -> AckToken {
+        AckToken { pkid, qos, session }
+    }
+
+    #[test]
+    fn acknowledgements_match_the_qos_and_skip_a_forgotten_session() {
+        let tokens = [
+            token(7, QoS::AtLeastOnce, 2),
+            token(8, QoS::ExactlyOnce, 2),
+            token(9, QoS::AtLeastOnce, 1),
+        ];
+        let requests: Vec<Request> = tokens.iter().filter_map(|t| ack_request(t, 2)).collect();
+        assert_eq!(
+            requests,
+            [Request::PubAck(PubAck::new(7)), Request::PubRec(PubRec::new(8))]
+        );
+        assert!(
+            ack_request(&token(9, QoS::AtLeastOnce, 1), 1).is_some(),
+            "the same session, kept over a reconnect, is still acknowledged"
+        );
     }
 }
