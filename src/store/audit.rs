@@ -2,11 +2,13 @@
 //! (`store`), written in batches by the actions stage.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
+use super::messages::{TopicIds, topic_id};
 use super::{Store, StoreError, discard_on_error};
 use crate::event::{RuleRun, TimerRecord};
 use crate::gpio::model::RelayState;
@@ -84,7 +86,7 @@ impl Store {
     /// Writes a batch in one transaction.
     pub async fn write_audit(&self, batch: &AuditBatch) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let result = write_audit(&mut conn, batch).await;
+        let result = write_audit(&mut conn, batch, &self.run_kinds, &self.topic_ids).await;
         discard_on_error(&mut conn, result)
     }
 
@@ -136,7 +138,7 @@ impl Store {
     /// Deletes up to `batch` rule runs older than `before` (unix ms); returns how many went.
     pub async fn purge_rule_runs(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM rule_runs WHERE id IN (SELECT id FROM rule_runs WHERE ts < ? ORDER BY id LIMIT ?)",
+            "DELETE FROM rule_run_rows WHERE id IN (SELECT id FROM rule_run_rows WHERE ts < ? ORDER BY id LIMIT ?)",
         )
         .bind(before)
         .bind(batch)
@@ -156,8 +158,76 @@ impl Store {
     }
 }
 
-async fn write_audit(conn: &mut SqliteConnection, batch: &AuditBatch) -> Result<(), StoreError> {
+/// `run_kinds.id` of each (rule, trigger) this writer has stored or looked up (see the migration
+/// `rule_run_ids`). Only ids of committed rows enter it, as with topic ids.
+#[derive(Debug, Default)]
+pub(super) struct RunKinds(Mutex<HashMap<(Arc<str>, &'static str), i64>>);
+
+impl RunKinds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, &'static str), i64>> {
+        // Only ever extended: a panic elsewhere cannot leave it half-updated.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The id of a (rule, trigger) pair, adding it to `run_kinds` when it is new.
+async fn run_kind_id(conn: &mut SqliteConnection, rule: &str, trigger: &str) -> Result<i64, StoreError> {
+    sqlx::query("INSERT OR IGNORE INTO run_kinds (rule, trigger) VALUES (?, ?)")
+        .bind(rule)
+        .bind(trigger)
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query("SELECT id FROM run_kinds WHERE rule = ? AND trigger = ?")
+        .bind(rule)
+        .bind(trigger)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+async fn write_audit(
+    conn: &mut SqliteConnection,
+    batch: &AuditBatch,
+    kinds: &RunKinds,
+    topics: &TopicIds,
+) -> Result<(), StoreError> {
+    let cached_kinds: Vec<Option<i64>> = {
+        let known = kinds.lock();
+        batch
+            .runs
+            .iter()
+            .map(|r| known.get(&(Arc::clone(&r.rule), r.trigger)).copied())
+            .collect()
+    };
+    let cached_topics = topics.cached(batch.runs.iter().map(|r| r.topic.as_deref()));
     let mut tx = conn.begin().await?;
+    let mut fresh_kinds: HashMap<(Arc<str>, &'static str), i64> = HashMap::new();
+    let mut fresh_topics: HashMap<&str, i64> = HashMap::new();
+    let mut ids = Vec::with_capacity(batch.runs.len());
+    for ((run, kind), topic) in batch.runs.iter().zip(cached_kinds).zip(cached_topics) {
+        let key = (Arc::clone(&run.rule), run.trigger);
+        let kind = match kind.or_else(|| fresh_kinds.get(&key).copied()) {
+            Some(id) => id,
+            None => {
+                let id = run_kind_id(&mut tx, &run.rule, run.trigger).await?;
+                fresh_kinds.insert(key, id);
+                id
+            }
+        };
+        let topic = match (topic, run.topic.as_deref()) {
+            (Some(id), _) => Some(id),
+            (None, None) => None,
+            (None, Some(text)) => Some(match fresh_topics.get(text) {
+                Some(id) => *id,
+                None => {
+                    let id = topic_id(&mut tx, text).await?;
+                    fresh_topics.insert(text, id);
+                    id
+                }
+            }),
+        };
+        ids.push((kind, topic));
+    }
     for chunk in batch.actions.chunks(ROWS_PER_STATEMENT) {
         let mut insert: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, cause, value) ");
@@ -174,15 +244,18 @@ async fn write_audit(conn: &mut SqliteConnection, batch: &AuditBatch) -> Result<
         });
         insert.build().execute(&mut *tx).await?;
     }
-    for chunk in batch.runs.chunks(ROWS_PER_STATEMENT) {
+    for (chunk, chunk_ids) in batch
+        .runs
+        .chunks(ROWS_PER_STATEMENT)
+        .zip(ids.chunks(ROWS_PER_STATEMENT))
+    {
         let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO rule_runs (ts, rule, trigger, topic, duration_us, error, actions, late) ",
+            "INSERT INTO rule_run_rows (ts, kind_id, topic_id, duration_us, error, actions, late) ",
         );
-        insert.push_values(chunk, |mut row, r| {
+        insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (r, (kind, topic))| {
             row.push_bind(r.ts)
-                .push_bind(&*r.rule)
-                .push_bind(r.trigger)
-                .push_bind(r.topic.as_deref())
+                .push_bind(*kind)
+                .push_bind(*topic)
                 .push_bind(r.duration_us)
                 .push_bind(r.error.as_deref())
                 .push_bind(r.actions)
@@ -237,5 +310,132 @@ async fn write_audit(conn: &mut SqliteConnection, batch: &AuditBatch) -> Result<
         .await?;
     }
     tx.commit().await?;
+    kinds.lock().extend(fresh_kinds);
+    topics.remember(fresh_topics);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+    use super::*;
+
+    fn run(rule: &str, trigger: &'static str, topic: Option<&str>, ts: i64) -> RuleRun {
+        RuleRun {
+            ts,
+            rule: Arc::from(rule),
+            trigger,
+            topic: topic.map(str::to_string),
+            duration_us: 5,
+            error: None,
+            actions: 1,
+            late: false,
+        }
+    }
+
+    type Row = (i64, String, String, Option<String>, i64);
+
+    async fn runs(pool: &SqlitePool) -> Vec<Row> {
+        sqlx::query_as("SELECT id, rule, trigger, topic, ts FROM rule_runs ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    fn row(id: i64, rule: &str, trigger: &str, topic: Option<&str>, ts: i64) -> Row {
+        (id, rule.into(), trigger.into(), topic.map(str::to_string), ts)
+    }
+
+    /// Runs recorded by the schema with text columns keep their ids and columns through the migration;
+    /// the engine then writes after them with ids for rule, trigger and topic, and the view shows the
+    /// same columns, takes the owner's DELETE, and the retention purge still works.
+    #[tokio::test]
+    async fn the_rule_run_migration_keeps_old_runs_and_the_view_behaves_like_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let old = SqlitePool::connect_with(options).await.unwrap();
+        let mut before = sqlx::migrate!();
+        let keep = before
+            .migrations
+            .iter()
+            .take_while(|m| m.description != "rule run ids")
+            .count();
+        assert!(
+            keep < before.migrations.len(),
+            "the rule_run_ids migration exists"
+        );
+        before.migrations = before.migrations[..keep].to_vec().into();
+        before.run(&old).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO messages (ts, topic, payload, qos, retain) VALUES (1, 'hall/motion', 'on', 0, 0); \
+             INSERT INTO rule_runs (ts, rule, trigger, topic, duration_us, error, actions, late) VALUES \
+             (1, 'porch', 'on_message', 'hall/motion', 7, NULL, 1, 0), \
+             (2, 'porch', 'every', NULL, 3, NULL, 0, 1), \
+             (3, 'fan', 'on_message', 'bath/humidity', 4, 'rules/fan.rhai:1:2: oops', 0, 0)",
+        )
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+        let migrated = vec![
+            row(1, "porch", "on_message", Some("hall/motion"), 1),
+            row(2, "porch", "every", None, 2),
+            row(3, "fan", "on_message", Some("bath/humidity"), 3),
+        ];
+        assert_eq!(runs(&pool).await, migrated);
+        let (error, late): (Option<String>, i64) =
+            sqlx::query_as("SELECT error, late FROM rule_runs WHERE id = 3")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(error.as_deref(), Some("rules/fan.rhai:1:2: oops"));
+        assert_eq!(late, 0);
+
+        // Two batches: the second uses the ids the first made or found.
+        for ts in [10, 20] {
+            let batch = AuditBatch {
+                runs: vec![
+                    run("porch", "on_message", Some("hall/motion"), ts),
+                    run("fan", "on_message", Some("new/topic"), ts),
+                    run("porch", "on_start", None, ts),
+                ],
+                ..AuditBatch::default()
+            };
+            store.write_audit(&batch).await.unwrap();
+        }
+        let all = runs(&pool).await;
+        assert_eq!(all.len(), 9);
+        assert_eq!(all[..3], migrated[..]);
+        assert_eq!(all[3], row(4, "porch", "on_message", Some("hall/motion"), 10));
+        assert_eq!(all[7], row(8, "fan", "on_message", Some("new/topic"), 20));
+        assert_eq!(all[8], row(9, "porch", "on_start", None, 20));
+        let kinds: i64 = sqlx::query_scalar("SELECT count(*) FROM run_kinds")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(kinds, 4, "each (rule, trigger) is stored once");
+        let topics: i64 = sqlx::query_scalar("SELECT count(*) FROM topics")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(topics, 3, "a run's topic shares the messages' topic ids");
+
+        sqlx::raw_sql("DELETE FROM rule_runs WHERE rule = 'fan'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(runs(&pool).await.len(), 6);
+        assert_eq!(store.purge_rule_runs(15, 100).await.unwrap(), 4);
+        let left: Vec<i64> = runs(&pool).await.iter().map(|r| r.4).collect();
+        assert_eq!(left, [20, 20]);
+    }
 }

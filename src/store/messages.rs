@@ -30,6 +30,25 @@ impl TopicIds {
         // The map is only ever extended, so a panic elsewhere cannot leave it half-updated.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The known id of each topic, in order (`None` for a topic not known yet, or for no topic).
+    pub(super) fn cached<'a>(&self, topics: impl Iterator<Item = Option<&'a str>>) -> Vec<Option<i64>> {
+        let known = self.lock();
+        topics
+            .map(|topic| topic.and_then(|t| known.get(t).copied()))
+            .collect()
+    }
+
+    /// Remembers the ids a transaction made or looked up, once it is committed.
+    pub(super) fn remember(&self, fresh: HashMap<&str, i64>) {
+        let mut known = self.lock();
+        // Devices that put a unique id in every topic would otherwise grow it without end; a cleared map
+        // refills from `topics` as messages come.
+        if known.len() > MAX_KNOWN_TOPICS {
+            known.clear();
+        }
+        known.extend(fresh.into_iter().map(|(topic, id)| (topic.to_string(), id)));
+    }
 }
 
 impl Store {
@@ -46,13 +65,7 @@ async fn insert_messages(
     known: &TopicIds,
     batch: &[&Message],
 ) -> Result<(), StoreError> {
-    let cached: Vec<Option<i64>> = {
-        let known = known.lock();
-        batch
-            .iter()
-            .map(|m| known.get(m.topic.as_str()).copied())
-            .collect()
-    };
+    let cached = known.cached(batch.iter().map(|m| Some(m.topic.as_str())));
     let mut tx = conn.begin().await?;
     let mut fresh: HashMap<&str, i64> = HashMap::new();
     let mut ids = Vec::with_capacity(batch.len());
@@ -87,18 +100,12 @@ async fn insert_messages(
         insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    let mut known = known.lock();
-    // Devices that put a unique id in every topic would otherwise grow it without end; a cleared map
-    // refills from `topics` as messages come.
-    if known.len() > MAX_KNOWN_TOPICS {
-        known.clear();
-    }
-    known.extend(fresh.into_iter().map(|(topic, id)| (topic.to_string(), id)));
+    known.remember(fresh);
     Ok(())
 }
 
 /// The id of `topic`, adding it to `topics` when it is new.
-async fn topic_id(conn: &mut SqliteConnection, topic: &str) -> Result<i64, StoreError> {
+pub(super) async fn topic_id(conn: &mut SqliteConnection, topic: &str) -> Result<i64, StoreError> {
     sqlx::query("INSERT OR IGNORE INTO topics (topic) VALUES (?)")
         .bind(topic)
         .execute(&mut *conn)

@@ -70,6 +70,7 @@ pub struct Store {
     pool: SqlitePool,
     path: Arc<Path>,
     topic_ids: Arc<messages::TopicIds>,
+    run_kinds: Arc<audit::RunKinds>,
 }
 
 impl Store {
@@ -124,6 +125,7 @@ impl Store {
             pool,
             path: Arc::from(path),
             topic_ids: Arc::default(),
+            run_kinds: Arc::default(),
         };
         // Only the query planner's statistics: a failure (a busy lock, a full disk) must not stop the
         // engine; the hourly run tries again.
