@@ -16,8 +16,8 @@ use crate::config::Credentials;
 
 /// How long the broker may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: our ingest commits in
-/// batches of up to 1,000, so a window this size keeps the pipe full without unbounded buffering.
+/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: our ingest commits at
+/// most 500 of them per batch, so a window this size keeps the pipe full without unbounded buffering.
 const MAX_INFLIGHT: usize = 1_000;
 
 /// Why the embedded broker could not start.

@@ -49,7 +49,7 @@ pub enum Action {
     },
 }
 
-/// What the rule thread hands to the actions stage.
+/// What the rule thread hands on: actions to the actions stage, the rest to the recorder.
 #[derive(Debug, Clone)]
 pub enum Output {
     /// Perform this action, on behalf of `rule`.

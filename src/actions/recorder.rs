@@ -12,8 +12,7 @@ use crate::event::TimerRecord;
 use crate::store::Store;
 use crate::store::audit::{ActionRecord, AuditBatch, TimerOp};
 
-/// Records waiting for the recorder; when full, the actions stage waits.
-/// Two batches: the rule thread keeps sending while one is written.
+/// Records waiting for the recorder; when full, the rule thread and the actions stage wait. Two batches: the rule thread keeps sending while one is written.
 pub const CHANNEL_CAPACITY: usize = 2 * MAX_BATCH;
 /// Most rows per transaction: a rule that reads every message records a run per message, and every
 /// commit syncs the disk (see `ingest::MAX_BATCH`). Also closed by age, [`MAX_BATCH_AGE`].

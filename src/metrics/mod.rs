@@ -4,7 +4,7 @@
 //! The counters are one process-wide [`static@METRICS`], like a Prometheus client's default registry:
 //! a stage adds to them with one line and no handle threaded through its constructor, and the cost
 //! on the message path is a few relaxed atomic adds (no lock, no allocation). Per-rule counters take
-//! an uncontended lock once per rule run, off the message path (in the actions stage). Engines started
+//! an uncontended lock once per rule run, on the rule thread. Engines started
 //! in one process (the in-process tests) share the counters; the endpoint serves the process.
 
 pub mod server;

@@ -2,8 +2,8 @@
 //! it to the rules (at once) and to ingest (to be stored, then acknowledged).
 //!
 //! Invariants:
-//! - The task that polls the event loop only polls and forwards; it never awaits a request into the
-//!   client, so it cannot deadlock on its own bounded channel (CRATES.md section 1).
+//! - The task that polls the event loop polls, forwards and writes acknowledgements; it never awaits a
+//!   request into the client, so it cannot deadlock on its own bounded channel (CRATES.md section 1).
 //! - QoS 1/2 messages are acknowledged only after ingest committed them; until then the broker keeps
 //!   them in our session and redelivers them if we go away.
 //! - Acknowledgements are written to the socket by this task, a committed batch at a time with one
@@ -48,15 +48,17 @@ pub struct Incoming {
     pub ack: Option<AckToken>,
 }
 
-/// The packet id and QoS of a received message, and the broker session it came in: all an
+/// The packet id and QoS of a received message, and the connection it came in on: all an
 /// acknowledgement needs.
 #[derive(Debug, Clone, Copy)]
 pub struct AckToken {
     pkid: u16,
     qos: QoS,
-    /// Counts the sessions the broker started afresh (a ConnAck without `session_present`). Packet ids
-    /// belong to a session: in a new one, an old id may already name another, uncommitted message.
-    session: u64,
+    /// Counts ConnAcks. A message not acknowledged when its connection failed is sent again on the
+    /// next one (or, when the broker forgot the session, not at all), and that copy is stored and
+    /// acknowledged in its turn; acknowledging the old copy too would free its packet id early, and
+    /// a second acknowledgement could then confirm another, uncommitted message that got the id.
+    connection: u64,
 }
 
 /// Hands the acknowledgements of committed messages to the subscriber task, which writes them.
@@ -68,8 +70,9 @@ pub struct Acker {
 impl Acker {
     /// Queues the acknowledgements of one committed batch, in the order the messages were received.
     /// Never waits: waiting here is how ingest and the poll loop once stopped each other (module doc).
-    /// Its queue stays small: the broker sends no more than its in-flight window unacknowledged.
-    /// Fails only when the subscriber is gone (and with it the connection to acknowledge on).
+    /// The queue holds what ingest committed since the subscriber's last turn: at most what was
+    /// received, which the broker's window (or its backlog, which Mosquitto sends past the window)
+    /// bounds. Fails only when the subscriber is gone (and with it the connection to acknowledge on).
     pub fn ack(&self, tokens: Vec<AckToken>) -> Result<(), AckerClosed> {
         if tokens.is_empty() {
             return Ok(());
@@ -135,7 +138,7 @@ impl Subscriber {
         let mut link = LinkState::new(&self.config, "ingest", &self.config.client_id);
         let mut disconnect_by: Option<tokio::time::Instant> = None;
         let mut disconnect_sent = false;
-        let mut session: u64 = 0;
+        let mut connection: u64 = 0;
         let mut ingest_done = false;
         loop {
             tokio::select! {
@@ -144,10 +147,8 @@ impl Subscriber {
                     debug!("ingest source stopping; waiting for ingest to commit what it holds");
                     forward = None;
                 }
-                // While reconnecting they wait here, to be written if the broker kept the session.
-                // Once stopping they are read anyway, to learn when ingest is done.
-                batch = self.acks.recv(), if !ingest_done && (link.connected || forward.is_none()) => match batch {
-                    Some(tokens) => self.write_acks(&tokens, session).await,
+                batch = self.acks.recv(), if !ingest_done => match batch {
+                    Some(tokens) => self.write_acks(&tokens, connection).await,
                     None => {
                         ingest_done = true;
                         if !link.connected {
@@ -169,16 +170,14 @@ impl Subscriber {
                     Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
                         // When stopping it is not forwarded, so not acknowledged: the broker redelivers it.
                         if let Some(to) = &mut forward
-                            && !to.send(publish, session).await
+                            && !to.send(publish, connection).await
                         {
                             forward = None;
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
                         link.connected(connack.session_present);
-                        if !connack.session_present {
-                            session += 1;
-                        }
+                        connection += 1;
                         self.subscribe();
                     }
                     Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => self.check_suback(&suback.return_codes),
@@ -210,10 +209,10 @@ impl Subscriber {
     }
 
     /// Writes the acknowledgements of one committed batch with a single flush. Those from an earlier
-    /// session are dropped: the broker that forgot it redelivers nothing of it, and their packet ids may
-    /// now name other messages. When the write fails the connection is failing too, and the next poll
-    /// reports it; the broker then redelivers what was not acknowledged.
-    async fn write_acks(&mut self, tokens: &[AckToken], session: u64) {
+    /// connection, or while there is none, are dropped (see [`AckToken::connection`]): the broker
+    /// sends those messages again if it kept the session. When the write fails or times out the
+    /// connection is failing too, and the next poll reports it.
+    async fn write_acks(&mut self, tokens: &[AckToken], connection: u64) {
         let EventLoop {
             network,
             state,
@@ -223,27 +222,25 @@ impl Subscriber {
         let Some(network) = network.as_mut() else {
             debug!(
                 acks = tokens.len(),
-                "not connected: acknowledgements wait for the next connection"
+                "not connected: the broker sends these messages again"
             );
             return;
         };
-        for request in tokens.iter().filter_map(|token| ack_request(token, session)) {
-            // Through rumqttc's state, which keeps its own account of what went out.
-            let packet = match state.handle_outgoing_packet(request) {
-                Ok(Some(packet)) => packet,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!("cannot acknowledge a stored message: {e}");
-                    return;
-                }
-            };
-            if let Err(e) = network.write(packet).await {
-                debug!("cannot write acknowledgements: {e}");
-                return;
-            }
-        }
+        // A write waits for the socket once rumqttc's buffer is full: bounded like rumqttc's own, so a
+        // stuck connection cannot hold up this loop (and the stop) for good.
         let timeout = Duration::from_secs(network_options.connection_timeout());
-        match tokio::time::timeout(timeout, network.flush()).await {
+        let write = async {
+            for request in tokens.iter().filter_map(|token| ack_request(token, connection)) {
+                // Through rumqttc's state, which keeps its own account of what went out.
+                match state.handle_outgoing_packet(request) {
+                    Ok(Some(packet)) => network.write(packet).await?,
+                    Ok(None) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            network.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => debug!("cannot write acknowledgements: {e}"),
             Err(_) => debug!("writing acknowledgements timed out"),
@@ -293,14 +290,14 @@ impl Forward {
     /// refusing it any other way would make the broker redeliver it forever. It is logged with its
     /// topic and size (the first one, then at every power of two, so a stream of them cannot flood the
     /// log).
-    async fn send(&mut self, publish: rumqttc::Publish, session: u64) -> bool {
+    async fn send(&mut self, publish: rumqttc::Publish, connection: u64) -> bool {
         crate::metrics::METRICS.received.add(1);
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             qos => Some(AckToken {
                 pkid: publish.pkid,
                 qos,
-                session,
+                connection,
             }),
         };
         let size = publish.topic.len() + publish.payload.len();
@@ -342,11 +339,11 @@ impl Forward {
     }
 }
 
-/// The packet that acknowledges `token`'s message in the broker's current `session`: PUBACK for QoS 1,
-/// PUBREC for QoS 2 (rumqttc answers the broker's PUBREL itself). None for a message of a session the
-/// broker has forgotten: its packet id may name another message now.
-fn ack_request(token: &AckToken, session: u64) -> Option<Request> {
-    if token.session != session {
+/// The packet that acknowledges `token`'s message on the current `connection`: PUBACK for QoS 1, PUBREC
+/// for QoS 2 (rumqttc answers the broker's PUBREL with PUBCOMP). None for a message of an earlier
+/// connection (see [`AckToken::connection`]).
+fn ack_request(token: &AckToken, connection: u64) -> Option<Request> {
+    if token.connection != connection {
         return None;
     }
     Some(match token.qos {
@@ -418,12 +415,16 @@ impl LinkState {
 mod tests {
     use super::*;
 
-    fn token(pkid: u16, qos: QoS, session: u64) -> AckToken {
-        AckToken { pkid, qos, session }
+    fn token(pkid: u16, qos: QoS, connection: u64) -> AckToken {
+        AckToken {
+            pkid,
+            qos,
+            connection,
+        }
     }
 
     #[test]
-    fn acknowledgements_match_the_qos_and_skip_a_forgotten_session() {
+    fn acknowledgements_match_the_qos_and_skip_an_earlier_connection() {
         let tokens = [
             token(7, QoS::AtLeastOnce, 2),
             token(8, QoS::ExactlyOnce, 2),
@@ -434,9 +435,6 @@ mod tests {
             requests,
             [Request::PubAck(PubAck::new(7)), Request::PubRec(PubRec::new(8))]
         );
-        assert!(
-            ack_request(&token(9, QoS::AtLeastOnce, 1), 1).is_some(),
-            "the same session, kept over a reconnect, is still acknowledged"
-        );
+        assert!(ack_request(&token(9, QoS::AtLeastOnce, 1), 1).is_some());
     }
 }

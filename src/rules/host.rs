@@ -422,7 +422,7 @@ impl Host {
         self.state().kv.get(key).cloned().unwrap_or(Dynamic::UNIT)
     }
 
-    /// `store_set(key, value)`: visible at once to every rule, persisted by the actions stage.
+    /// `store_set(key, value)`: visible at once to every rule, persisted by the recorder.
     pub fn store_set(&self, key: &str, value: Dynamic) -> Result<(), String> {
         let json = serde_json::to_string(&value)
             .map_err(|e| format!("store_set(\"{key}\", ..): cannot store this value: {e}"))?;

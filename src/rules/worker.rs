@@ -122,6 +122,8 @@ impl RuleWorker {
         })
     }
 
+    /// Hands outputs on. False when the actions stage is gone; a recorder that is gone only costs the
+    /// audit rows (logged once), as it did when records passed through the actions stage.
     fn send(&self, outputs: Vec<Output>) -> bool {
         for output in outputs {
             if matches!(output, Output::Action { .. }) {
@@ -134,9 +136,8 @@ impl RuleWorker {
             if let Output::Run(run) = &output {
                 METRICS.rule_run(run);
             }
-            if self.records.blocking_send(Record::of(output)).is_err() {
-                error!("the recorder is gone; rule runs can no longer be recorded");
-                return false;
+            if !self.records.is_closed() && self.records.blocking_send(Record::of(output)).is_err() {
+                error!("the recorder is gone; rule runs are no longer recorded");
             }
         }
         true

@@ -1,5 +1,5 @@
 //! The record of what rules did (`actions`), how each run went (`rule_runs`), and what they persisted
-//! (`store`), written in batches by the actions stage.
+//! (`store`), written in batches by the recorder.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -101,7 +101,28 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             // Takes effect in a new file (before the first table): the retention purge can then give
             // freed pages back, so the file stops growing once retention is reached.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            .auto_vacuum(SqliteAutoVacuum::Incremental);
+        // Migrations run on a connection of their own with SQLite's default temporary storage: with
+        // temporary files in memory, the sort behind a CREATE INDEX over years of history would never
+        // spill to disk and could exhaust a Pi's memory.
+        let migrating = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        announce_migrations(&migrating, path).await;
+        MIGRATOR
+            .run(&migrating)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        migrating.close().await;
+        let options = options
             // A multi-row INSERT in a transaction keeps a statement journal (the pages it changed, to
             // undo the statement alone if a row fails a NOT NULL), and SQLite spills one above 64 KiB
             // to a temporary file: at full message rate that was as many page writes as the WAL itself
@@ -116,11 +137,6 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        announce_topic_id_migration(&pool, path).await;
-        MIGRATOR.run(&pool).await.map_err(|source| StoreError::Migrate {
-            path: path.to_path_buf(),
-            source,
-        })?;
         let store = Store {
             pool,
             path: Arc::from(path),
@@ -167,19 +183,28 @@ impl Store {
 /// Says so before the migration to topic ids (`20261125070000_topic_ids.sql`) rewrites a history written
 /// by an earlier version: it copies every row in one transaction, which takes minutes for a large
 /// history on a Pi, and an owner watching the log should not take that for a hang.
-async fn announce_topic_id_migration(pool: &SqlitePool, path: &Path) {
-    let kind: Option<String> = sqlx::query_scalar("SELECT type FROM sqlite_schema WHERE name = 'messages'")
-        .fetch_optional(pool)
-        .await
-        .ok()
-        .flatten();
-    if kind.as_deref() == Some("table") {
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+async fn announce_migrations(pool: &SqlitePool, path: &Path) {
+    let kind = |name: &'static str| async move {
+        sqlx::query_scalar::<_, String>("SELECT type FROM sqlite_schema WHERE name = ?")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .ok()
+            .flatten()
+    };
+    let size = std::fs::metadata(path).map_or(0, |m| m.len()) / 1_000_000;
+    if kind("messages").await.as_deref() == Some("table") {
         tracing::info!(
-            "upgrading the history in {} ({} MB) to store each topic once; this copies every message \
+            "upgrading the history in {} ({size} MB) to store each topic once; this copies every message \
              once and can take minutes for a large history",
             path.display(),
-            size / 1_000_000
+        );
+    }
+    if kind("rule_runs").await.as_deref() == Some("table") {
+        tracing::info!(
+            "upgrading the history in {} ({size} MB) to store rule runs by id; this copies every rule \
+             run once and can take minutes for a large history",
+            path.display(),
         );
     }
 }

@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::{Store, StoreError};
 
 impl Store {
-    /// Every topic that ever had messages (the `topics` table).
+    /// Every topic that ever had messages or rule runs (the `topics` table).
     pub async fn topics(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT topic FROM topics")
             .fetch_all(&self.pool)
