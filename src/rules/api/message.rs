@@ -41,11 +41,9 @@ impl RuleMessage {
     fn json(&self) -> Dynamic {
         self.0
             .json
+            // Straight into Rhai's values: going through serde_json::Value built every map twice.
             .get_or_init(|| {
-                serde_json::from_slice::<serde_json::Value>(&self.message().payload)
-                    .ok()
-                    .and_then(|value| rhai::serde::to_dynamic(value).ok())
-                    .unwrap_or(Dynamic::UNIT)
+                serde_json::from_slice::<Dynamic>(&self.message().payload).unwrap_or(Dynamic::UNIT)
             })
             .clone()
     }
