@@ -354,22 +354,7 @@ mod tests {
     async fn the_rule_run_migration_keeps_old_runs_and_the_view_behaves_like_the_table() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let old = SqlitePool::connect_with(options).await.unwrap();
-        let mut before = sqlx::migrate!();
-        let keep = before
-            .migrations
-            .iter()
-            .take_while(|m| m.description != "rule run ids")
-            .count();
-        assert!(
-            keep < before.migrations.len(),
-            "the rule_run_ids migration exists"
-        );
-        before.migrations = before.migrations[..keep].to_vec().into();
-        before.run(&old).await.unwrap();
+        let old = crate::store::migrated_until(&path, "rule run ids").await;
         sqlx::raw_sql(
             "INSERT INTO messages (ts, topic, payload, qos, retain) VALUES (1, 'hall/motion', 'on', 0, 0); \
              INSERT INTO rule_runs (ts, rule, trigger, topic, duration_us, error, actions, late) VALUES \

@@ -236,19 +236,7 @@ mod tests {
     async fn the_topic_id_migration_keeps_an_existing_history_and_the_views_behave_like_the_table() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let old = SqlitePool::connect_with(options).await.unwrap();
-        let mut before = sqlx::migrate!();
-        let keep = before
-            .migrations
-            .iter()
-            .take_while(|m| m.description != "topic ids")
-            .count();
-        assert!(keep < before.migrations.len(), "the topic_ids migration exists");
-        before.migrations = before.migrations[..keep].to_vec().into();
-        before.run(&old).await.unwrap();
+        let old = crate::store::migrated_until(&path, "topic ids").await;
         sqlx::raw_sql(
             "INSERT INTO messages (ts, topic, payload, qos, retain) VALUES \
              (1, 'a', 'x', 0, 0), (2, 'b', 'y', 1, 0), (3, 'a', 'z', 1, 1)",

@@ -261,3 +261,24 @@ impl HistoryReader {
         Ok(HistoryReader { pool })
     }
 }
+
+/// A history at `path` migrated up to (not including) the migration named `description`, as an older
+/// release left it: for tests of a migration over existing data.
+#[cfg(test)]
+pub(crate) async fn migrated_until(path: &Path, description: &str) -> SqlitePool {
+    let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+    let old = SqlitePool::connect_with(options).await.unwrap();
+    let mut before = sqlx::migrate!();
+    let keep = before
+        .migrations
+        .iter()
+        .take_while(|m| m.description != description)
+        .count();
+    assert!(
+        keep < before.migrations.len(),
+        "the migration `{description}` exists"
+    );
+    before.migrations = before.migrations[..keep].to_vec().into();
+    before.run(&old).await.unwrap();
+    old
+}
