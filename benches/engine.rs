@@ -26,7 +26,13 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_homewright");
+const BUILT: &str = env!("CARGO_BIN_EXE_homewright");
+
+/// The engine binary: the one cargo built, or HOMEWRIGHT_BENCH_BINARY (to compare two builds in turn
+/// on the same machine, since a figure of one run on a shared machine says little alone).
+fn binary() -> String {
+    std::env::var("HOMEWRIGHT_BENCH_BINARY").unwrap_or_else(|_| BUILT.to_string())
+}
 
 /// Rules loaded in every engine run (issue 7: "50 rules loaded").
 const RULES: usize = 50;
@@ -88,6 +94,10 @@ fn main() {
     }
     if mode == "soak" {
         runtime.block_on(soak());
+        return;
+    }
+    if mode == "store" {
+        runtime.block_on(store());
         return;
     }
     runtime.block_on(bench(plan));
@@ -633,7 +643,7 @@ fn engine_config(dir: &Path, port: u16, qos: QoS, client_id: &str, db: &Path) ->
 impl Engine {
     /// Launches `homewright run` and waits until it announces `online` and stores a probe.
     async fn start(config: &Path, port: u16, client_id: &str, db: &Path) -> Engine {
-        start_with(Path::new(BINARY), config, port, client_id, db).await
+        start_with(Path::new(&binary()), config, port, client_id, db).await
     }
 
     /// Publishes a probe until the engine has stored it: then it is subscribed and committing.
@@ -831,8 +841,9 @@ async fn fsyncs(port: u16, work: &Path, report: &mut Report, plan: Plan) {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexec strace -f -qq --seccomp-bpf -y -e trace=fsync,fdatasync -o {} {BINARY} \"$@\"\n",
-            trace.display()
+            "#!/bin/sh\nexec strace -f -qq --seccomp-bpf -y -e trace=fsync,fdatasync -o {} {} \"$@\"\n",
+            trace.display(),
+            binary()
         ),
     )
     .unwrap();
@@ -1087,7 +1098,7 @@ fn spawn(program: &Path, config: &Path) -> Child {
 
 async fn start_embedded(config: &Path, port: u16, db: &Path) -> Engine {
     let launched = Instant::now();
-    let child = spawn(Path::new(BINARY), config);
+    let child = spawn(Path::new(&binary()), config);
     for _ in 0..500 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -1296,15 +1307,76 @@ async fn soak() {
         .unwrap_or(1_000_000);
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(work.path());
-    let run = engine_ingest(broker.port, work.path(), QoS::AtLeastOnce, count, 999).await;
+    // HOMEWRIGHT_BENCH_QOS=0: QoS 0 instead of 1.
+    let qos = match std::env::var("HOMEWRIGHT_BENCH_QOS").as_deref() {
+        Ok("0") => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    };
+    let run = engine_ingest(broker.port, work.path(), qos, count, 999).await;
     println!(
-        "soak: {count} messages at {:.0} msg/s, peak RSS {} kB",
-        run.rate, run.peak_rss_kb
+        "soak: {count} messages at {:.0} msg/s, {:.1} us of engine CPU per message, peak RSS {} kB",
+        run.rate, run.cpu_us_per_message, run.peak_rss_kb
     );
 }
 
 // ---------------------------------------------------------------------------------------------------
-// In-process dispatch (what callgrind profiles)
+// In-process store and dispatch (what callgrind profiles)
+
+/// Writes messages and a rule run for each, as ingest and the recorder do, in batches of 4,000 to a
+/// fresh history: no broker, no rules. `valgrind --tool=callgrind` counts the instructions of the
+/// writer (all threads) the same way every run, which a shared machine's timings cannot.
+async fn store() {
+    use homewright::event::{Message, RuleRun};
+    use homewright::store::Store;
+    use homewright::store::audit::AuditBatch;
+    let count: usize = std::env::var("HOMEWRIGHT_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("history.db")).await.unwrap();
+    let rule: Arc<str> = Arc::from("s1_sensor");
+    let started = Instant::now();
+    let batch = 4_000;
+    for first in (0..count).step_by(batch) {
+        let messages: Vec<Message> = (first..(first + batch).min(count))
+            .map(|i| Message {
+                ts: 1_700_000_000_000 + i as i64 / 50,
+                topic: format!("bench/sensor/room{}", i % 100),
+                payload: Bytes::from(format!("{{\"temperature\":{}.5,\"n\":{i}}}", 15 + i % 20)),
+                qos: 0,
+                retain: false,
+                dup: false,
+            })
+            .collect();
+        let refs: Vec<&Message> = messages.iter().collect();
+        store.insert_messages(&refs).await.unwrap();
+        let audit = AuditBatch {
+            runs: messages
+                .iter()
+                .map(|m| RuleRun {
+                    ts: m.ts,
+                    rule: Arc::clone(&rule),
+                    trigger: "on_message",
+                    topic: Some(m.topic.clone()),
+                    duration_us: 3,
+                    error: None,
+                    actions: 0,
+                    late: false,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        store.write_audit(&audit).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "store: {count} messages and as many rule runs in {:.3} s: {:.2} us/msg",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / count as f64
+    );
+    store.close().await;
+}
 
 /// Runs messages through a `RuleSet` with the 50 bench rules, as the rule thread does, with no broker
 /// and no database: the cost of dispatch and of the rules themselves per message.

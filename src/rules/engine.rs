@@ -43,9 +43,9 @@ impl Deadline {
         }
     }
 
-    /// Starts a run that may last `timeout`.
-    pub fn arm(&self, timeout: Duration) -> Instant {
-        let at = Instant::now() + timeout;
+    /// Starts a run, begun at `started`, that may last `timeout`.
+    pub fn arm(&self, started: Instant, timeout: Duration) -> Instant {
+        let at = started + timeout;
         let micros = at.duration_since(self.origin).as_micros();
         self.micros.store(
             u64::try_from(micros).unwrap_or(u64::MAX).max(1),

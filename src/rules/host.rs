@@ -124,7 +124,7 @@ struct State {
     outputs: Vec<Output>,
     actions: usize,
     kv: HashMap<String, Dynamic>,
-    recent: HashMap<String, Message>,
+    recent: foldhash::HashMap<String, Message>,
     schedule: Schedule,
     timers: HashMap<i64, OneShot>,
     next_timer_id: i64,

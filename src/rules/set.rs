@@ -96,11 +96,11 @@ pub struct RuleSet {
     /// Where the engine's own topics live (relay state and commands).
     pub(super) base_topic: String,
     /// The previous message of each topic an `on_change` trigger watches.
-    previous: HashMap<String, Message>,
+    previous: foldhash::HashMap<String, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
     pub(super) persisted: Persisted,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
-    routes: HashMap<String, Arc<[(usize, usize)]>>,
+    routes: foldhash::HashMap<String, Arc<[(usize, usize)]>>,
 }
 
 impl RuleSet {
@@ -130,11 +130,11 @@ impl RuleSet {
             timeout: limits.timeout,
             rules: Vec::new(),
             clock,
-            previous: HashMap::new(),
+            previous: Default::default(),
             base_topic: "homewright".into(),
             last_failed: HashMap::new(),
             persisted,
-            routes: HashMap::new(),
+            routes: Default::default(),
         }
     }
 
@@ -164,7 +164,7 @@ impl RuleSet {
             .map_err(|e| Diagnostic::at(path, e.1, e.0.to_string()))?;
         ast.set_source(path.to_string_lossy().as_ref());
         self.host.begin_load(Arc::clone(&name));
-        self.deadline.arm(self.timeout);
+        self.deadline.arm(Instant::now(), self.timeout);
         let result = self.engine.run_ast_with_scope(&mut Scope::new(), &ast);
         self.deadline.disarm();
         let triggers = self.host.end_load();
@@ -352,7 +352,7 @@ impl RuleSet {
         let ts = self.clock.now();
         let started = Instant::now();
         self.host.begin_run(Arc::clone(&rule.name));
-        self.deadline.arm(self.timeout);
+        self.deadline.arm(started, self.timeout);
         let result = call(&self.engine, &rule.ast);
         self.deadline.disarm();
         let (produced, actions) = self.host.end_run();

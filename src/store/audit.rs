@@ -9,12 +9,18 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
 use super::messages::{TopicIds, topic_id};
+use super::rows::{MultiRowInsert, ROWS_PER_STATEMENT, Values};
 use super::{Store, StoreError, discard_on_error};
 use crate::event::{RuleRun, TimerRecord};
 use crate::gpio::model::RelayState;
 
-/// Rows per INSERT statement (at most 8 values each, far below SQLite's bind limit).
-const ROWS_PER_STATEMENT: usize = 1_000;
+/// Rows per INSERT statement of `actions` (6 values each, far below SQLite's bind limit).
+const ACTIONS_PER_STATEMENT: usize = 1_000;
+
+static INSERT_RUNS: MultiRowInsert = MultiRowInsert::new(
+    "rule_run_rows (ts, kind_id, topic_id, duration_us, error, actions, late)",
+    7,
+);
 
 /// One row of `actions`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,10 +167,10 @@ impl Store {
 /// `run_kinds.id` of each (rule, trigger) this writer has stored or looked up (see the migration
 /// `rule_run_ids`). Only ids of committed rows enter it, as with topic ids.
 #[derive(Debug, Default)]
-pub(super) struct RunKinds(Mutex<HashMap<(Arc<str>, &'static str), i64>>);
+pub(super) struct RunKinds(Mutex<foldhash::HashMap<(Arc<str>, &'static str), i64>>);
 
 impl RunKinds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, &'static str), i64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<(Arc<str>, &'static str), i64>> {
         // Only ever extended: a panic elsewhere cannot leave it half-updated.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -201,8 +207,8 @@ async fn write_audit(
     };
     let cached_topics = topics.cached(batch.runs.iter().map(|r| r.topic.as_deref()));
     let mut tx = conn.begin().await?;
-    let mut fresh_kinds: HashMap<(Arc<str>, &'static str), i64> = HashMap::new();
-    let mut fresh_topics: HashMap<&str, i64> = HashMap::new();
+    let mut fresh_kinds: foldhash::HashMap<(Arc<str>, &'static str), i64> = Default::default();
+    let mut fresh_topics: foldhash::HashMap<&str, i64> = Default::default();
     let mut ids = Vec::with_capacity(batch.runs.len());
     for ((run, kind), topic) in batch.runs.iter().zip(cached_kinds).zip(cached_topics) {
         let key = (Arc::clone(&run.rule), run.trigger);
@@ -228,7 +234,7 @@ async fn write_audit(
         };
         ids.push((kind, topic));
     }
-    for chunk in batch.actions.chunks(ROWS_PER_STATEMENT) {
+    for chunk in batch.actions.chunks(ACTIONS_PER_STATEMENT) {
         let mut insert: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, cause, value) ");
         insert.push_values(chunk, |mut row, a| {
@@ -249,19 +255,20 @@ async fn write_audit(
         .chunks(ROWS_PER_STATEMENT)
         .zip(ids.chunks(ROWS_PER_STATEMENT))
     {
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO rule_run_rows (ts, kind_id, topic_id, duration_us, error, actions, late) ",
-        );
-        insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (r, (kind, topic))| {
-            row.push_bind(r.ts)
-                .push_bind(*kind)
-                .push_bind(*topic)
-                .push_bind(r.duration_us)
-                .push_bind(r.error.as_deref())
-                .push_bind(r.actions)
-                .push_bind(r.late);
-        });
-        insert.build().execute(&mut *tx).await?;
+        let mut values = Values::with_capacity(chunk.len() * 7);
+        for (r, (kind, topic)) in chunk.iter().zip(chunk_ids) {
+            values
+                .add(r.ts)?
+                .add(*kind)?
+                .add(*topic)?
+                .add(r.duration_us)?
+                .add(r.error.as_deref())?
+                .add(r.actions)?
+                .add(r.late)?;
+        }
+        sqlx::query_with(INSERT_RUNS.sql(chunk.len()), values.into_arguments())
+            .execute(&mut *tx)
+            .await?;
     }
     for (key, value) in &batch.store {
         sqlx::query("INSERT INTO store (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")

@@ -3,19 +3,19 @@
 //! Rows name their topic by an integer id (`topics.id`; see the migration `topic_ids`). The writer
 //! keeps the ids it knows in memory, so storing a message costs no topic lookup in SQLite.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{Connection, Row};
 
+use super::rows::{MultiRowInsert, ROWS_PER_STATEMENT, Values};
 use super::{HistoryReader, Store, StoreError, discard_on_error};
 use crate::event::Message;
 
-/// Rows per INSERT statement: 6 bound values each stays far below SQLite's 32,766 bind limit, and one
-/// multi-row statement is 10-40x faster than a statement per row (CRATES.md section 5).
-const ROWS_PER_STATEMENT: usize = 1_000;
+static INSERT: MultiRowInsert =
+    MultiRowInsert::new("message_rows (ts, topic_id, payload, qos, retain, dup)", 6);
 
 /// Most topic ids kept in memory (about 100 bytes each).
 const MAX_KNOWN_TOPICS: usize = 100_000;
@@ -84,20 +84,19 @@ async fn insert_messages(
         .chunks(ROWS_PER_STATEMENT)
         .zip(ids.chunks(ROWS_PER_STATEMENT))
     {
-        let mut insert: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO message_rows (ts, topic_id, payload, qos, retain, dup) ");
-        insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (m, topic_id)| {
-            row.push_bind(m.ts).push_bind(*topic_id);
-            // Text when it is text, so SQL's string and JSON functions work; bytes otherwise.
-            match std::str::from_utf8(&m.payload) {
-                Ok(text) => row.push_bind(text),
-                Err(_) => row.push_bind(&m.payload[..]),
-            };
-            row.push_bind(i64::from(m.qos))
-                .push_bind(m.retain)
-                .push_bind(m.dup);
-        });
-        insert.build().execute(&mut *tx).await?;
+        let mut values = Values::with_capacity(chunk.len() * 6);
+        for (m, topic_id) in chunk.iter().zip(chunk_ids) {
+            values
+                .add(m.ts)?
+                .add(*topic_id)?
+                .add_payload(&m.payload)?
+                .add(i64::from(m.qos))?
+                .add(m.retain)?
+                .add(m.dup)?;
+        }
+        sqlx::query_with(INSERT.sql(chunk.len()), values.into_arguments())
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     known.remember(fresh);

@@ -7,6 +7,7 @@ mod messages;
 pub mod outbox;
 pub mod query;
 mod retention;
+mod rows;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! `msg`: the message a trigger receives, with its payload decoded on demand (`payload`, `json`,
 //! `value`, `parts`) so that a rule pays only for what it reads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rhai::{Array, Dynamic, Engine, FLOAT, INT};
@@ -15,8 +16,10 @@ pub struct RuleMessage(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     message: Message,
-    /// `msg.json`, parsed on first read.
+    /// `msg.json`, kept from the second read on (see [`RuleMessage::json`]).
     json: OnceLock<Dynamic>,
+    /// `msg.json` was read once.
+    json_read: AtomicBool,
 }
 
 impl RuleMessage {
@@ -24,6 +27,7 @@ impl RuleMessage {
         RuleMessage(Arc::new(Shared {
             message,
             json: OnceLock::new(),
+            json_read: AtomicBool::new(false),
         }))
     }
 
@@ -38,14 +42,22 @@ impl RuleMessage {
 
     /// The payload parsed as JSON, or `()` when it is not JSON. Each read gets its own copy, so a rule
     /// that changes the map it got does not change what the next rule reads.
+    ///
+    /// Usually one rule reads it: that reader gets the parsed value itself, since keeping a copy for
+    /// readers that never come cost as much as the parse (a map copied for every sensor message).
+    /// A second reader parses once more and keeps that for the third and later ones to copy.
     fn json(&self) -> Dynamic {
-        self.0
-            .json
-            // Straight into Rhai's values: going through serde_json::Value built every map twice.
-            .get_or_init(|| {
-                serde_json::from_slice::<Dynamic>(&self.message().payload).unwrap_or(Dynamic::UNIT)
-            })
-            .clone()
+        if let Some(kept) = self.0.json.get() {
+            return kept.clone();
+        }
+        if !self.0.json_read.swap(true, Ordering::Relaxed) {
+            return self.parse_json();
+        }
+        self.0.json.get_or_init(|| self.parse_json()).clone()
+    }
+
+    fn parse_json(&self) -> Dynamic {
+        super::json::parse(&self.message().payload).unwrap_or(Dynamic::UNIT)
     }
 
     /// The payload as a number (always a float, so arithmetic on sensor values never truncates), or
@@ -122,13 +134,15 @@ mod tests {
     }
 
     #[test]
-    fn json_is_parsed_once_and_each_reader_gets_its_own_copy() {
+    fn each_reader_of_json_gets_its_own_copy() {
         let shared = message(b"{\"t\": 4}");
         let other = shared.clone();
-        let mut first = shared.json();
-        assert!(other.0.json.get().is_some(), "a clone sees the parsed value");
-        if let Some(mut map) = first.write_lock::<rhai::Map>() {
-            map.insert("t".into(), Dynamic::from(5_i64));
+        let mut reads: Vec<Dynamic> = (0..3).map(|_| shared.json()).collect();
+        assert!(other.0.json.get().is_some(), "kept from the second read on");
+        for read in &mut reads {
+            if let Some(mut map) = read.write_lock::<rhai::Map>() {
+                map.insert("t".into(), Dynamic::from(5_i64));
+            }
         }
         let t = other.json().as_map_ref().ok().and_then(|m| m.get("t").cloned());
         assert_eq!(t.and_then(|t| t.as_int().ok()), Some(4));

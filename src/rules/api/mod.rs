@@ -2,6 +2,7 @@
 //! the caller's position, so the owner sees `rules/NAME.rhai:LINE:COL: what was wrong`.
 
 mod actions;
+mod json;
 mod message;
 mod relays;
 mod state;
