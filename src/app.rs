@@ -170,6 +170,7 @@ pub async fn run_with(
         input: rules_rx,
         output: outputs_tx,
         records: records_tx,
+        pending: Vec::new(),
         ready: Some(ready_tx),
     };
     stages.spawn_thread("rules", move || worker.run())?;
@@ -243,7 +244,7 @@ fn queues(
     rules: &flume::Sender<Event>,
     ingest: &mpsc::Sender<crate::mqtt::subscriber::Incoming>,
     outputs: &mpsc::Sender<crate::event::Output>,
-    records: &mpsc::Sender<recorder::Record>,
+    records: &mpsc::Sender<Vec<recorder::Record>>,
 ) -> Queues {
     let mut queues = Queues::default();
     queues.watch_flume("rules", rules);

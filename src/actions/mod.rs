@@ -22,7 +22,7 @@ use crate::store::audit::ActionRecord;
 pub struct Actions {
     pub input: mpsc::Receiver<Output>,
     pub publisher: PublishHandle,
-    pub recorder: mpsc::Sender<Record>,
+    pub recorder: mpsc::Sender<Vec<Record>>,
     pub relays: RelayDriver,
 }
 
@@ -49,7 +49,7 @@ impl Actions {
     }
 
     async fn record(&self, record: Record) {
-        if self.recorder.send(record).await.is_err() {
+        if self.recorder.send(vec![record]).await.is_err() {
             error!("the recorder is gone; actions are no longer recorded");
         }
     }

@@ -12,8 +12,11 @@ use crate::event::TimerRecord;
 use crate::store::Store;
 use crate::store::audit::{ActionRecord, AuditBatch, TimerOp};
 
-/// Records waiting for the recorder; when full, the rule thread and the actions stage wait. Two batches: the rule thread keeps sending while one is written.
-pub const CHANNEL_CAPACITY: usize = 2 * MAX_BATCH;
+/// Groups of records waiting for the recorder; when full, the rule thread and the actions stage wait.
+/// The rule thread sends what a burst of events produced as one group (at most a record per rule run of
+/// its `DRAIN` events, and what those runs persisted), the actions stage one record at a time: sending
+/// every run's record alone was the rule thread's costliest step after Rhai itself (`perf`).
+pub const CHANNEL_CAPACITY: usize = 512;
 /// Most rows per transaction: a rule that reads every message records a run per message, and every
 /// commit syncs the disk (see `ingest::MAX_BATCH`). Also closed by age, [`MAX_BATCH_AGE`].
 const MAX_BATCH: usize = 4_000;
@@ -51,7 +54,7 @@ pub enum Record {
 /// The recorder stage. Ends when its input closes, after writing what it holds.
 pub struct Recorder {
     pub store: Store,
-    pub input: mpsc::Receiver<Record>,
+    pub input: mpsc::Receiver<Vec<Record>>,
 }
 
 impl Recorder {
@@ -76,12 +79,12 @@ impl Recorder {
         let Some(first) = self.input.recv().await else {
             return false;
         };
-        add(batch, first);
+        first.into_iter().for_each(|record| add(batch, record));
         let deadline = Instant::now() + MAX_BATCH_AGE;
         loop {
             while batch.len() < MAX_BATCH {
                 match self.input.try_recv() {
-                    Ok(record) => add(batch, record),
+                    Ok(records) => records.into_iter().for_each(|record| add(batch, record)),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }

@@ -51,7 +51,9 @@ pub struct RuleWorker {
     pub output: mpsc::Sender<Output>,
     /// Every other output, as the recorder's row. The recorder takes them on a tick, so sending one
     /// wakes nobody.
-    pub records: mpsc::Sender<Record>,
+    pub records: mpsc::Sender<Vec<Record>>,
+    /// Records of the events taken since the last [`RuleWorker::flush`].
+    pub pending: Vec<Record>,
     /// Told once the rules are loaded and `on_start` has run.
     pub ready: Option<oneshot::Sender<()>>,
 }
@@ -62,14 +64,14 @@ impl RuleWorker {
     pub fn run(mut self) {
         self.load();
         let mut reloads: HashMap<PathBuf, Instant> = HashMap::new();
-        loop {
+        'events: loop {
             let now = self.rules.clock.now();
             let due = self.guarded(|rules| rules.fire_due(now));
             if !self.send(due) {
-                return;
+                break;
             }
             if !self.reload_settled(&mut reloads) {
-                return;
+                break;
             }
             let mut wait = self.rules.next_due().map_or(MAX_WAIT, |at| {
                 Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(MAX_WAIT)
@@ -77,13 +79,14 @@ impl RuleWorker {
             if let Some(settles) = reloads.values().min() {
                 wait = wait.min(settles.saturating_duration_since(Instant::now()));
             }
+            self.flush();
             let event = match self.input.recv_timeout(wait) {
                 Ok(event) => event,
                 Err(flume::RecvTimeoutError::Timeout) => continue,
                 Err(flume::RecvTimeoutError::Disconnected) => break,
             };
             if !self.take(event, &mut reloads) {
-                return;
+                break;
             }
             // Then what else has arrived, before looking at the clock and the timers again: at full
             // message rate that look cost more than dispatching a message no rule matches. Timers are
@@ -93,10 +96,11 @@ impl RuleWorker {
                     break;
                 };
                 if !self.take(event, &mut reloads) {
-                    return;
+                    break 'events;
                 }
             }
         }
+        self.flush();
         info!("rules stopped");
     }
 
@@ -147,7 +151,7 @@ impl RuleWorker {
 
     /// Hands outputs on. False when the actions stage is gone; a recorder that is gone only costs the
     /// audit rows (logged once), as it did when records passed through the actions stage.
-    fn send(&self, outputs: Vec<Output>) -> bool {
+    fn send(&mut self, outputs: Vec<Output>) -> bool {
         for output in outputs {
             if matches!(output, Output::Action { .. }) {
                 if self.output.blocking_send(output).is_err() {
@@ -159,11 +163,21 @@ impl RuleWorker {
             if let Output::Run(run) = &output {
                 METRICS.rule_run(run);
             }
-            if !self.records.is_closed() && self.records.blocking_send(Record::of(output)).is_err() {
-                error!("the recorder is gone; rule runs are no longer recorded");
-            }
+            self.pending.push(Record::of(output));
         }
         true
+    }
+
+    /// Hands the records gathered since the last call to the recorder, as one group. Called before
+    /// the thread waits for the next event, so no record waits on a quiet input.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.pending);
+        if !self.records.is_closed() && self.records.blocking_send(records).is_err() {
+            error!("the recorder is gone; rule runs are no longer recorded");
+        }
     }
 
     fn load(&mut self) {
