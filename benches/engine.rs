@@ -1342,7 +1342,7 @@ async fn store() {
         let messages: Vec<Message> = (first..(first + batch).min(count))
             .map(|i| Message {
                 ts: 1_700_000_000_000 + i as i64 / 50,
-                topic: format!("bench/sensor/room{}", i % 100),
+                topic: format!("bench/sensor/room{}", i % 100).into(),
                 payload: Bytes::from(format!("{{\"temperature\":{}.5,\"n\":{i}}}", 15 + i % 20)),
                 qos: 0,
                 retain: false,
@@ -1415,7 +1415,7 @@ fn dispatch() {
             };
             HwEvent::Message(Message {
                 ts: i as i64,
-                topic,
+                topic: topic.into(),
                 payload: Bytes::from(format!("{{\"temperature\":{}.5,\"n\":{i}}}", 15 + i % 20)),
                 qos: 1,
                 retain: false,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 pub struct Message {
     /// When the engine received it, in unix milliseconds.
     pub ts: i64,
-    pub topic: String,
+    pub topic: std::sync::Arc<str>,
     pub payload: Bytes,
     pub qos: u8,
     pub retain: bool,
@@ -98,7 +98,7 @@ pub struct RuleRun {
     /// `on_message`, `on_start`, ...
     pub trigger: &'static str,
     /// The message topic that triggered the run, if any.
-    pub topic: Option<String>,
+    pub topic: Option<Arc<str>>,
     pub duration_us: i64,
     /// `rules/NAME.rhai:LINE:COL: message` when the run failed.
     pub error: Option<String>,

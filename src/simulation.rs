@@ -168,7 +168,7 @@ impl Simulation {
     pub fn publish(&mut self, topic: &str, payload: impl Into<Bytes>) -> Result<(), StoreError> {
         let message = Message {
             ts: self.now(),
-            topic: topic.to_string(),
+            topic: topic.into(),
             payload: payload.into(),
             qos: 1,
             retain: false,

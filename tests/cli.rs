@@ -28,7 +28,7 @@ async fn history(dir: &Path) -> std::path::PathBuf {
         .enumerate()
         .map(|(i, p)| Message {
             ts: 1_000 + i as i64,
-            topic: format!("s/{i}"),
+            topic: format!("s/{i}").into(),
             payload: Bytes::from(*p),
             qos: 1,
             retain: false,

@@ -316,7 +316,8 @@ impl Forward {
         }
         let message = Message {
             ts: now_millis(),
-            topic: publish.topic,
+            // Shared from here on: rules, ingest and each run's record all hold the same topic.
+            topic: publish.topic.into(),
             payload: publish.payload,
             qos: publish.qos as u8,
             retain: publish.retain,

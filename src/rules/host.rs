@@ -124,7 +124,7 @@ struct State {
     outputs: Vec<Output>,
     actions: usize,
     kv: HashMap<String, Dynamic>,
-    recent: foldhash::HashMap<String, Message>,
+    recent: foldhash::HashMap<std::sync::Arc<str>, Message>,
     schedule: Schedule,
     timers: HashMap<i64, OneShot>,
     next_timer_id: i64,
@@ -443,7 +443,7 @@ impl Host {
     pub fn observe(&self, message: &Message) {
         let mut state = self.state();
         // Updated in place when the topic is known (the usual case): no new key, no topic copy.
-        match state.recent.get_mut(&message.topic) {
+        match state.recent.get_mut(&*message.topic) {
             Some(recent) => {
                 recent.ts = message.ts;
                 recent.payload = message.payload.clone();

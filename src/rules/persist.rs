@@ -47,7 +47,7 @@ fn decode(value: Value) -> Option<Dynamic> {
         let payload: Vec<u8> = serde_json::from_value(m.get("payload")?.clone()).ok()?;
         return Some(Dynamic::from(RuleMessage::new(Message {
             ts: m.get("ts")?.as_i64()?,
-            topic: m.get("topic")?.as_str()?.to_string(),
+            topic: m.get("topic")?.as_str()?.into(),
             payload: Bytes::from(payload),
             qos: u8::try_from(m.get("qos")?.as_u64()?).ok()?,
             retain: m.get("retain")?.as_bool()?,

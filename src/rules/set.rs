@@ -78,7 +78,7 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 pub(super) struct RunKind<'a> {
     pub name: &'static str,
     pub position: Position,
-    pub topic: Option<&'a str>,
+    pub topic: Option<&'a Arc<str>>,
     pub late: bool,
 }
 
@@ -96,7 +96,7 @@ pub struct RuleSet {
     /// Where the engine's own topics live (relay state and commands).
     pub(super) base_topic: String,
     /// The previous message of each topic an `on_change` trigger watches.
-    previous: foldhash::HashMap<String, Message>,
+    previous: foldhash::HashMap<Arc<str>, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
     pub(super) persisted: Persisted,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
@@ -266,7 +266,7 @@ impl RuleSet {
         if routes.is_empty() {
             return;
         }
-        let previous = self.previous.get(&message.topic);
+        let previous = self.previous.get(&*message.topic);
         let changed = previous.is_none_or(|p| p.payload != message.payload);
         let old = previous.map_or(Dynamic::UNIT, |p| Dynamic::from(RuleMessage::new(p.clone())));
         // One message for every trigger it fires: its JSON is then parsed at most once.
@@ -374,7 +374,7 @@ impl RuleSet {
             ts,
             rule: Arc::clone(&rule.name),
             trigger: kind.name,
-            topic: kind.topic.map(str::to_string),
+            topic: kind.topic.cloned(),
             duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
             error,
             actions: actions as i64,

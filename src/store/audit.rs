@@ -333,7 +333,7 @@ mod tests {
             ts,
             rule: Arc::from(rule),
             trigger,
-            topic: topic.map(str::to_string),
+            topic: topic.map(Arc::from),
             duration_us: 5,
             error: None,
             actions: 1,

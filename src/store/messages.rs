@@ -65,12 +65,12 @@ async fn insert_messages(
     known: &TopicIds,
     batch: &[&Message],
 ) -> Result<(), StoreError> {
-    let cached = known.cached(batch.iter().map(|m| Some(m.topic.as_str())));
+    let cached = known.cached(batch.iter().map(|m| Some(&*m.topic)));
     let mut tx = conn.begin().await?;
     let mut fresh: HashMap<&str, i64> = HashMap::new();
     let mut ids = Vec::with_capacity(batch.len());
     for (cached, m) in cached.into_iter().zip(batch) {
-        let id = match cached.or_else(|| fresh.get(m.topic.as_str()).copied()) {
+        let id = match cached.or_else(|| fresh.get(&*m.topic).copied()) {
             Some(id) => id,
             None => {
                 let id = topic_id(&mut tx, &m.topic).await?;

@@ -196,7 +196,7 @@ mod tests {
 
             #[test]
             fn parts_are_the_topic_levels(topic in "[a-z/+ ]{0,40}") {
-                let m = RuleMessage::new(Message { topic: topic.clone(), ..message(b"").message().clone() });
+                let m = RuleMessage::new(Message { topic: topic.as_str().into(), ..message(b"").message().clone() });
                 let parts: Vec<String> = m.parts().into_iter().map(|p| p.into_string().unwrap()).collect();
                 prop_assert_eq!(parts.len(), topic.matches('/').count() + 1);
                 prop_assert_eq!(parts.join("/"), topic);
