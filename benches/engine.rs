@@ -374,7 +374,7 @@ impl Mosquitto {
             &config,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
-                 max_inflight_messages 1000\nmax_queued_messages 0\npersistence false\n"
+                 max_inflight_messages 10000\nmax_queued_messages 0\npersistence false\n"
             ),
         )
         .unwrap();

@@ -192,15 +192,7 @@ pub async fn run_with(
     // gone, the rule thread ends.
     drop(rules_tx);
 
-    stages.spawn(
-        "ingest",
-        Ingest {
-            store: store.clone(),
-            acker,
-            input: ingest_rx,
-        }
-        .run(),
-    );
+    stages.spawn("ingest", Ingest::new(store.clone(), acker, ingest_rx).run());
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
     // Only when configured: the watchdog counts a stage that ends by itself as a failure.
     if !config.database.retention.is_empty() {

@@ -20,11 +20,12 @@ use crate::store::Store;
 /// so this many only gather at 80,000 messages a second or more.
 pub const MAX_BATCH: usize = 4_000;
 
-/// Most messages awaiting an acknowledgement (QoS 1/2) per transaction. Acknowledgements wait for the
-/// commit, so a batch that holds the broker's whole in-flight window (the 1,000 the README recommends
-/// for Mosquitto) would leave the broker idle during every commit; half of it lets the broker send the
-/// next half meanwhile.
-pub const MAX_UNACKED_PER_BATCH: usize = 500;
+/// The broker's in-flight window (how many QoS 1/2 messages it sends before it waits for their
+/// acknowledgements) assumed until a larger one is seen. MQTT 3.1.1 has no way to ask the broker.
+pub const ASSUMED_WINDOW: usize = 1_000;
+
+/// Fewest messages awaiting an acknowledgement that a batch may be closed for (see [`Ingest::window`]).
+pub const MIN_UNACKED_PER_BATCH: usize = ASSUMED_WINDOW / 2;
 
 /// Longest a received message waits for its batch to fill before it is committed (and acknowledged).
 pub const MAX_BATCH_AGE: Duration = Duration::from_millis(50);
@@ -50,15 +51,40 @@ pub struct Ingest {
     pub store: Store,
     pub acker: Acker,
     pub input: mpsc::Receiver<Incoming>,
+    /// The largest number of messages seen awaiting an acknowledgement at once: the broker's in-flight
+    /// window, as far as it showed it (at first [`ASSUMED_WINDOW`]).
+    ///
+    /// Acknowledgements wait for the commit, so a batch that held the whole window would leave the
+    /// broker idle during every commit; a batch of half of it lets the broker send the other half
+    /// meanwhile. So a batch closes at half the window (at least [`MIN_UNACKED_PER_BATCH`], at most
+    /// [`MAX_BATCH`]). With Mosquitto's default window of 20 the batches close earlier, when the stream
+    /// pauses; with the 10,000 the README recommends they hold 4,000, as at QoS 0, and commit an
+    /// eighth as often as half of a 1,000 window did. A window smaller than the estimate (Mosquitto
+    /// sends a reconnecting client its backlog past its window, which looks like a large one) shows
+    /// when a batch below its cap closes on a pause with many messages awaiting acknowledgement: the
+    /// broker stopped there. The estimate only decides how often to commit, never what is acknowledged.
+    window: usize,
 }
 
 impl Ingest {
+    pub fn new(store: Store, acker: Acker, input: mpsc::Receiver<Incoming>) -> Self {
+        Ingest {
+            store,
+            acker,
+            input,
+            window: ASSUMED_WINDOW,
+        }
+    }
+
     /// Batches, commits and acknowledges until the input closes.
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut stored: u64 = 0;
         loop {
-            let open = fill(&mut self.input, &mut batch).await;
+            let cap = unacked_cap(self.window);
+            let closed = fill(&mut self.input, &mut batch, cap).await;
+            self.observe_window(&batch, cap, closed == Closed::Pause);
+            let open = closed != Closed::Input;
             if !batch.is_empty() {
                 if self.commit(&batch, !open).await {
                     stored += batch.iter().filter(|i| i.message.is_some()).count() as u64;
@@ -124,6 +150,21 @@ impl Ingest {
         }
     }
 
+    /// Updates [`Ingest::window`] from how a batch closed: at its cap of unacknowledged messages, with
+    /// more waiting behind it (those count too: nearly always the subscription's QoS is the same for
+    /// all), or on a pause.
+    fn observe_window(&mut self, batch: &[Incoming], cap: usize, paused: bool) {
+        let unacked = batch.iter().filter(|i| i.ack.is_some()).count();
+        let window = next_window(self.window, unacked, cap, self.input.len(), paused);
+        if window != self.window {
+            debug!(
+                window,
+                "the broker's window (messages it sends before waiting for acknowledgements) looks different"
+            );
+            self.window = window;
+        }
+    }
+
     fn acknowledge(&self, batch: &mut Vec<Incoming>) {
         let tokens: Vec<_> = batch.drain(..).filter_map(|incoming| incoming.ack).collect();
         if let Err(e) = self.acker.ack(tokens) {
@@ -133,44 +174,111 @@ impl Ingest {
     }
 }
 
+/// Most messages awaiting an acknowledgement in one batch, for a broker `window` (see [`Ingest::window`]).
+fn unacked_cap(window: usize) -> usize {
+    (window / 2).clamp(MIN_UNACKED_PER_BATCH, MAX_BATCH)
+}
+
+/// The window estimate after a batch closed with `unacked` messages awaiting acknowledgement, its cap
+/// `cap`, and `queued` messages waiting behind it; `paused`: it closed because none came for a tick.
+fn next_window(window: usize, unacked: usize, cap: usize, queued: usize, paused: bool) -> usize {
+    if unacked >= cap {
+        return window.max(unacked + queued);
+    }
+    if paused && unacked >= MIN_UNACKED_PER_BATCH {
+        // The broker stopped with this many awaiting acknowledgement: at most its window. (A pause of
+        // the publishers that falls there only costs batches of the floor size until the next full one.)
+        return unacked;
+    }
+    window
+}
+
+/// Why [`fill`] closed a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// It is full, or holds its most messages awaiting acknowledgement.
+    Full,
+    /// Its first message is [`MAX_BATCH_AGE`] old.
+    Age,
+    /// A [`GATHER_TICK`] passed without a new message.
+    Pause,
+    /// The input is closed (the batch holds whatever came before).
+    Input,
+}
+
 /// Waits for a first message, then gathers more while they keep coming: the batch closes when it is
-/// full (see [`MAX_UNACKED_PER_BATCH`] too), when it is [`MAX_BATCH_AGE`] old, or when a [`GATHER_TICK`]
-/// passed without a new message.
+/// full (or holds `max_unacked` messages awaiting an acknowledgement, see [`Ingest::window`]), when it
+/// is [`MAX_BATCH_AGE`] old, or when a [`GATHER_TICK`] passed without a new message.
 /// Closing on a quiet tick matters because the broker stops sending once its in-flight window of
 /// unacknowledged messages is full (Mosquitto's default is 20): waiting out the whole age then would cap
-/// ingest at one window per 50 ms. Returns false once the input is closed (the batch holds whatever
-/// came before).
+/// ingest at one window per 50 ms.
 ///
 /// Between ticks it takes whatever has arrived instead of waiting on the channel for each message:
 /// ingest stores faster than messages arrive, so waiting on the channel would wake it (a futex and a
 /// context switch, on a core the broker needs) for every single message. Profiling the engine at full
 /// speed showed such wakeups costing more CPU than SQLite.
-async fn fill(input: &mut mpsc::Receiver<Incoming>, batch: &mut Vec<Incoming>) -> bool {
+async fn fill(input: &mut mpsc::Receiver<Incoming>, batch: &mut Vec<Incoming>, max_unacked: usize) -> Closed {
     match input.recv().await {
         Some(first) => batch.push(first),
-        None => return false,
+        None => return Closed::Input,
     }
     let deadline = Instant::now() + MAX_BATCH_AGE;
     let mut unacked = batch.iter().filter(|i| i.ack.is_some()).count();
     let mut ticked = false;
     loop {
         let before = batch.len();
-        while batch.len() < MAX_BATCH && unacked < MAX_UNACKED_PER_BATCH {
+        while batch.len() < MAX_BATCH && unacked < max_unacked {
             match input.try_recv() {
                 Ok(incoming) => {
                     unacked += usize::from(incoming.ack.is_some());
                     batch.push(incoming);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Closed::Input,
             }
         }
         let now = Instant::now();
-        let full = batch.len() >= MAX_BATCH || unacked >= MAX_UNACKED_PER_BATCH;
-        if full || now >= deadline || (ticked && batch.len() == before) {
-            return true;
+        if batch.len() >= MAX_BATCH || unacked >= max_unacked {
+            return Closed::Full;
+        }
+        if now >= deadline {
+            return Closed::Age;
+        }
+        if ticked && batch.len() == before {
+            return Closed::Pause;
         }
         tokio::time::sleep_until((now + GATHER_TICK).min(deadline)).await;
         ticked = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_follow_the_window_the_broker_shows() {
+        assert_eq!(unacked_cap(ASSUMED_WINDOW), 500);
+        // A batch at its cap with 4,500 more waiting: the broker sends 5,000 before it waits.
+        let window = next_window(ASSUMED_WINDOW, 500, 500, 4_500, false);
+        assert_eq!(window, 5_000);
+        assert_eq!(unacked_cap(window), 2_500);
+        // At most a full batch, however large the window.
+        assert_eq!(
+            unacked_cap(next_window(window, 2_500, 2_500, 8_000, false)),
+            MAX_BATCH
+        );
+        // Closed by age, or on a pause with few awaiting acknowledgement (a quiet house): nothing
+        // learnt.
+        assert_eq!(next_window(window, 900, 2_500, 0, false), window);
+        assert_eq!(next_window(window, 20, 2_500, 0, true), window);
+        // The broker stopped at 1,000 below a cap of 2,500: its window is 1,000 after all.
+        let window = next_window(window, 1_000, 2_500, 0, true);
+        assert_eq!(unacked_cap(window), 500);
+        // Mosquitto's default window of 20: batches close on a pause, the cap stays at its floor.
+        assert_eq!(
+            unacked_cap(next_window(ASSUMED_WINDOW, 20, 500, 0, true)),
+            MIN_UNACKED_PER_BATCH
+        );
     }
 }
