@@ -86,9 +86,8 @@ impl Ingest {
         let mut stored: u64 = 0;
         loop {
             let cap = unacked_cap(self.window);
-            let closed = fill(&mut self.input, &mut batch, cap).await;
+            let open = fill(&mut self.input, &mut batch, cap).await;
             self.observe_window(&batch, cap);
-            let open = closed != Closed::Input;
             if !batch.is_empty() {
                 if self.commit(&batch, !open).await {
                     stored += batch.iter().filter(|i| i.message.is_some()).count() as u64;
@@ -192,34 +191,22 @@ fn next_window(window: usize, unacked: usize, cap: usize, queued: usize) -> usiz
     window.max(unacked + queued)
 }
 
-/// Why [`fill`] closed a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closed {
-    /// It is full, or holds its most messages awaiting acknowledgement.
-    Full,
-    /// Its first message is [`MAX_BATCH_AGE`] old.
-    Age,
-    /// A [`GATHER_TICK`] passed without a new message.
-    Pause,
-    /// The input is closed (the batch holds whatever came before).
-    Input,
-}
-
 /// Waits for a first message, then gathers more while they keep coming: the batch closes when it is
 /// full (or holds `max_unacked` messages awaiting an acknowledgement, see [`Ingest::window`]), when it
 /// is [`MAX_BATCH_AGE`] old, or when a [`GATHER_TICK`] passed without a new message.
 /// Closing on a quiet tick matters because the broker stops sending once its in-flight window of
 /// unacknowledged messages is full (Mosquitto's default is 20): waiting out the whole age then would cap
-/// ingest at one window per 50 ms.
+/// ingest at one window per 50 ms. Returns false once the input is closed (the batch holds whatever
+/// came before).
 ///
 /// Between ticks it takes whatever has arrived instead of waiting on the channel for each message:
 /// ingest stores faster than messages arrive, so waiting on the channel would wake it (a futex and a
 /// context switch, on a core the broker needs) for every single message. Profiling the engine at full
 /// speed showed such wakeups costing more CPU than SQLite.
-async fn fill(input: &mut mpsc::Receiver<Incoming>, batch: &mut Vec<Incoming>, max_unacked: usize) -> Closed {
+async fn fill(input: &mut mpsc::Receiver<Incoming>, batch: &mut Vec<Incoming>, max_unacked: usize) -> bool {
     match input.recv().await {
         Some(first) => batch.push(first),
-        None => return Closed::Input,
+        None => return false,
     }
     let deadline = Instant::now() + MAX_BATCH_AGE;
     let mut unacked = batch.iter().filter(|i| i.ack.is_some()).count();
@@ -233,18 +220,13 @@ async fn fill(input: &mut mpsc::Receiver<Incoming>, batch: &mut Vec<Incoming>, m
                     batch.push(incoming);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return Closed::Input,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
             }
         }
         let now = Instant::now();
-        if batch.len() >= MAX_BATCH || unacked >= max_unacked {
-            return Closed::Full;
-        }
-        if now >= deadline {
-            return Closed::Age;
-        }
-        if ticked && batch.len() == before {
-            return Closed::Pause;
+        let full = batch.len() >= MAX_BATCH || unacked >= max_unacked;
+        if full || now >= deadline || (ticked && batch.len() == before) {
+            return true;
         }
         tokio::time::sleep_until((now + GATHER_TICK).min(deadline)).await;
         ticked = true;
