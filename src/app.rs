@@ -173,7 +173,10 @@ pub async fn run_with(
         pending: Vec::new(),
         ready: Some(ready_tx),
     };
-    stages.spawn_thread("rules", move || worker.run())?;
+    stages.spawn_thread("rules", move || {
+        crate::sched::batch_current_thread();
+        worker.run()
+    })?;
     // Before any message: on_start triggers run first. Ingest starts once the rules are loaded, so an
     // on_change trigger compares the first new message with the value from before this start.
     let _ = rules_tx.send_async(Event::Start).await;

@@ -25,6 +25,7 @@
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
 //! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
+//! - [`sched`]: marks the rule thread and the history writer as batch threads for the kernel.
 //! - [`plot`]: a topic's history as an SVG/PNG chart or a terminal chart.
 //! - [`logging`]: log lines for a terminal, the systemd journal, or tools (JSON).
 //! - [`cli`]: the command line.
@@ -46,6 +47,7 @@ pub mod plot;
 pub mod retention;
 pub mod rules;
 pub mod scenario;
+pub mod sched;
 pub mod scheduler;
 pub mod simulation;
 pub mod store;

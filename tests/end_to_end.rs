@@ -257,3 +257,26 @@ async fn a_taken_port_for_the_embedded_broker_is_an_error_naming_the_port_and_th
         "nothing is created when the broker cannot start"
     );
 }
+
+/// The rule thread and the history writer are SCHED_BATCH threads (src/sched.rs): they do not preempt
+/// the tokio thread that reads the broker and feeds them; that thread stays an ordinary one.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_thread_and_the_history_writer_are_batch_threads_and_the_tokio_workers_are_not() {
+    use homewright::sched::{WRITER_THREAD, is_batch, threads_named};
+    let engine = Engine::start(Setup::embedded()).await;
+    engine.setup.wait_until_ingesting().await;
+    // Other tests' engines may be starting in this process: wait until every such thread is marked.
+    let all_batch = |name: &str| {
+        let tids = threads_named(name);
+        !tids.is_empty() && tids.iter().all(|&tid| is_batch(tid))
+    };
+    eventually("batch rule and writer threads", WAIT, || async {
+        (all_batch("rules") && all_batch(WRITER_THREAD)).then_some(())
+    })
+    .await;
+    let tokio_workers = threads_named("tokio-rt-worker");
+    assert!(!tokio_workers.is_empty());
+    assert!(tokio_workers.iter().all(|&tid| !is_batch(tid)));
+    engine.stop().await;
+}

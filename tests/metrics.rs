@@ -74,6 +74,13 @@ async fn metrics_count_messages_rule_runs_and_actions_as_they_happen() {
         sample(&after, "homewright_rule_failures_total{rule=\"echo\"}"),
         Some(0.0)
     );
+    let commits = sample(&after, "homewright_commits_total").expect("commits counter");
+    // Read after the stored counter: every stored message came in a counted commit, and a commit holds
+    // at least one message.
+    assert!(
+        commits >= 1.0 && commits <= stored_after,
+        "commits counted per batch: {after}"
+    );
     let committed = sample(&after, "homewright_ingest_commit_seconds_count").expect("histogram");
     // Read after the stored counter, and observed before it is added to.
     assert!(

@@ -52,6 +52,9 @@ pub struct Metrics {
     pub received: Counter,
     /// Messages committed to the history.
     pub stored: Counter,
+    /// Batches of messages committed: each is one transaction and one fsync, so `stored / commits` is
+    /// how many messages share one (an SD card's wear).
+    pub commits: Counter,
     /// Commits of a batch of messages that failed (and were retried).
     pub store_errors: Counter,
     /// Actions performed (published).
@@ -74,6 +77,7 @@ impl Metrics {
         Metrics {
             received: Counter::new(),
             stored: Counter::new(),
+            commits: Counter::new(),
             store_errors: Counter::new(),
             actions: Counter::new(),
             action_errors: Counter::new(),
@@ -91,6 +95,7 @@ impl Metrics {
             count += 1;
         }
         self.stored.add(count);
+        self.commits.add(1);
     }
 
     /// Counts one run of one rule's trigger.
@@ -124,6 +129,14 @@ impl Metrics {
             "messages_received",
             "Messages received from the broker.",
             &self.received,
+        );
+        // Before `messages_stored`: a commit adds to it first, so the commits read never exceed the
+        // messages read.
+        counter(
+            &mut out,
+            "commits",
+            "Batches of messages committed, one transaction and one fsync each.",
+            &self.commits,
         );
         counter(
             &mut out,

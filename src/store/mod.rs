@@ -129,9 +129,17 @@ impl Store {
             // to a temporary file: at full message rate that was as many page writes as the WAL itself
             // (counted with strace). In memory it is a few hundred KiB per statement, freed at once.
             .pragma("temp_store", "memory")
-            .pragma("wal_autocheckpoint", "8000");
+            .pragma("wal_autocheckpoint", "8000")
+            .thread_name(|_| crate::sched::WRITER_THREAD.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // Every connection, also one opened again after a failed commit: its worker thread is new.
+            .after_connect(|_, _| {
+                Box::pin(async {
+                    crate::sched::batch_threads_named(crate::sched::WRITER_THREAD);
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
