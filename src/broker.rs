@@ -57,6 +57,9 @@ pub fn start(
     std::thread::Builder::new()
         .name("embedded-broker".into())
         .spawn(move || {
+            // Whatever thread starts it, the broker and the threads it spawns are ordinary ones: they
+            // feed the engine's batch threads, as Mosquitto does (src/sched.rs).
+            crate::sched::ordinary_current_thread();
             if let Err(e) = broker.start() {
                 error!("embedded broker stopped: {e}");
             }

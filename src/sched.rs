@@ -1,15 +1,19 @@
 //! Tells the kernel which of the engine's threads do batch work, so that they stop preempting the
-//! thread that feeds them.
+//! threads that feed them.
 //!
 //! The tokio worker reads the broker's stream and hands each message to the rule thread and, a batch
 //! at a time, to the history writer. With every thread an ordinary one, Linux lets a thread it wakes
 //! preempt the thread that woke it: the rule thread took the core from the reader for each message or
 //! two, ran it, slept, and gave the core back (measured with `perf record -e sched:sched_switch` during
 //! a full-rate soak: about 5,000 such round trips a second, each two context switches, and the
-//! broker left with less CPU). `SCHED_BATCH` threads are never woken into a preemption: they run when
-//! a core is free or at the next time slice, and then take whatever has queued up. They still get
-//! their fair share of CPU, so the rule and history work keep up; only its start is deferred, and on
-//! an idle core a woken thread starts at once, so light traffic sees no delay.
+//! broker left with less CPU). The tokio worker did the same to the broker, once for each packet the
+//! broker wrote. `SCHED_BATCH` threads are never woken into a preemption: they run when a core is free
+//! or at the next time slice, and then take whatever has queued up. They still get their fair share of
+//! CPU, so the engine keeps up; only the start of its work is deferred, and on an idle core a woken
+//! thread starts at once, so light traffic sees no delay.
+//!
+//! So every thread of the engine is a batch thread: the runtime's (`cli::run::runtime`), the rule
+//! thread and the history writer. The embedded broker's threads stay ordinary ones.
 //!
 //! Nothing here is needed for correctness: where the hint cannot be given (not Linux, a seccomp
 //! filter), the engine runs as before, and says so at debug level.
@@ -20,7 +24,13 @@ pub const WRITER_THREAD: &str = "history-writer";
 
 /// Makes the calling thread a batch thread. False (and logged at debug level) when it cannot be.
 pub fn batch_current_thread() -> bool {
-    imp::batch(0)
+    imp::set_policy(0, imp::BATCH)
+}
+
+/// Makes the calling thread an ordinary one again, for a thread that must not inherit the batch policy
+/// of the thread that spawned it (the embedded broker, which feeds the engine as Mosquitto does).
+pub fn ordinary_current_thread() -> bool {
+    imp::set_policy(0, imp::ORDINARY)
 }
 
 /// Makes every thread of this process named `name` a batch thread (a thread someone else spawned, such
@@ -28,7 +38,7 @@ pub fn batch_current_thread() -> bool {
 pub fn batch_threads_named(name: &str) -> usize {
     imp::threads_named(name)
         .into_iter()
-        .filter(|&tid| imp::batch(tid))
+        .filter(|&tid| imp::set_policy(tid, imp::BATCH))
         .count()
 }
 
@@ -44,16 +54,20 @@ pub fn threads_named(name: &str) -> Vec<i32> {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    pub fn batch(tid: i32) -> bool {
+    pub const BATCH: libc::c_int = libc::SCHED_BATCH;
+    pub const ORDINARY: libc::c_int = libc::SCHED_OTHER;
+
+    pub fn set_policy(tid: i32, policy: libc::c_int) -> bool {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler reads `param`, a valid sched_param on our stack, and changes only
         // the scheduling policy of thread `tid` of this process (0: the calling thread); an unprivileged
-        // thread may always move from SCHED_OTHER to SCHED_BATCH.
-        let result = unsafe { libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param) };
+        // thread may always move between SCHED_OTHER and SCHED_BATCH.
+        let result = unsafe { libc::sched_setscheduler(tid, policy, &param) };
         if result != 0 {
             tracing::debug!(
                 tid,
-                "cannot make a thread a batch thread: {}",
+                policy,
+                "cannot change a thread's scheduling policy: {}",
                 std::io::Error::last_os_error()
             );
         }
@@ -81,7 +95,10 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    pub fn batch(_tid: i32) -> bool {
+    pub const BATCH: i32 = 0;
+    pub const ORDINARY: i32 = 1;
+
+    pub fn set_policy(_tid: i32, _policy: i32) -> bool {
         false
     }
 
@@ -121,5 +138,20 @@ mod tests {
     fn the_calling_thread_becomes_a_batch_thread() {
         let thread = std::thread::spawn(|| (batch_current_thread(), is_batch(0)));
         assert_eq!(thread.join().unwrap(), (true, true));
+    }
+
+    #[test]
+    fn a_thread_spawned_by_a_batch_thread_can_become_ordinary_again() {
+        let thread = std::thread::spawn(|| {
+            batch_current_thread();
+            std::thread::spawn(|| (is_batch(0), ordinary_current_thread(), is_batch(0)))
+                .join()
+                .unwrap()
+        });
+        assert_eq!(
+            thread.join().unwrap(),
+            (true, true, false),
+            "inherited, then reset"
+        );
     }
 }

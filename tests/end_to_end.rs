@@ -6,7 +6,7 @@ use std::time::Duration;
 use homewright::store::SqlValue;
 use rumqttc::QoS;
 
-use crate::support::{Client, Engine, Setup, count, eventually, free_port, text};
+use crate::support::{Client, Engine, Process, Setup, count, eventually, free_port, text};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -258,25 +258,49 @@ async fn a_taken_port_for_the_embedded_broker_is_an_error_naming_the_port_and_th
     );
 }
 
-/// The rule thread and the history writer are SCHED_BATCH threads (src/sched.rs): they do not preempt
-/// the tokio thread that reads the broker and feeds them; that thread stays an ordinary one.
+/// In the running service, every thread of the engine is a SCHED_BATCH thread (src/sched.rs): the
+/// tokio worker, the rule thread and the history writer do not preempt the broker that feeds them, nor
+/// each other. The embedded broker's threads stay ordinary ones.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rule_thread_and_the_history_writer_are_batch_threads_and_the_tokio_workers_are_not() {
-    use homewright::sched::{WRITER_THREAD, is_batch, threads_named};
-    let engine = Engine::start(Setup::embedded()).await;
-    engine.setup.wait_until_ingesting().await;
-    // Other tests' engines may be starting in this process: wait until every such thread is marked.
-    let all_batch = |name: &str| {
-        let tids = threads_named(name);
-        !tids.is_empty() && tids.iter().all(|&tid| is_batch(tid))
+async fn the_engines_threads_are_batch_threads_and_the_embedded_brokers_are_not() {
+    use homewright::sched::{WRITER_THREAD, is_batch};
+    if std::env::var("HOMEWRIGHT_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty()) {
+        return; // under an emulator, the process's threads are the emulator's
+    }
+    let setup = Setup::embedded();
+    let engine = Process::start(&setup).await;
+    let threads_of = |pid: u32| -> Vec<(String, bool)> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the engine's threads");
+        tasks
+            .flatten()
+            .filter_map(|task| {
+                let tid: i32 = task.file_name().to_str()?.parse().ok()?;
+                let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                Some((name.trim_end().to_string(), is_batch(tid)))
+            })
+            .collect()
     };
-    eventually("batch rule and writer threads", WAIT, || async {
-        (all_batch("rules") && all_batch(WRITER_THREAD)).then_some(())
-    })
-    .await;
-    let tokio_workers = threads_named("tokio-rt-worker");
-    assert!(!tokio_workers.is_empty());
-    assert!(tokio_workers.iter().all(|&tid| !is_batch(tid)));
-    engine.stop().await;
+    let threads = threads_of(engine.child.id());
+    let policy_of = |name: &str| -> Vec<bool> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, batch)| *batch)
+            .collect()
+    };
+    for name in ["tokio-rt-worker", "rules", WRITER_THREAD] {
+        let policies = policy_of(name);
+        assert!(
+            !policies.is_empty() && policies.iter().all(|&batch| batch),
+            "{name} threads must all be batch threads: {threads:?}"
+        );
+    }
+    let broker = policy_of("embedded-broker");
+    assert!(
+        !broker.is_empty() && broker.iter().all(|&batch| !batch),
+        "the embedded broker must stay an ordinary thread: {threads:?}"
+    );
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
 }
