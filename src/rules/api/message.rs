@@ -82,7 +82,11 @@ impl RuleMessage {
 pub(super) fn register(engine: &mut Engine) {
     engine
         .register_type_with_name::<RuleMessage>("Message")
-        .register_get("topic", |m: &mut RuleMessage| m.message().topic.clone())
+        // A rhai string, not the `Arc<str>` the message shares: that would reach scripts as a custom
+        // type, so `"at " + msg.topic` printed its type name and `msg.topic == "a/b"` was false.
+        .register_get("topic", |m: &mut RuleMessage| {
+            rhai::ImmutableString::from(&*m.message().topic)
+        })
         .register_get("payload", |m: &mut RuleMessage| m.payload())
         .register_get("json", |m: &mut RuleMessage| m.json())
         .register_get("value", |m: &mut RuleMessage| m.value())
@@ -112,6 +116,19 @@ mod tests {
             retain: false,
             dup: false,
         })
+    }
+
+    #[test]
+    fn the_topic_is_a_string_in_scripts() {
+        let mut engine = Engine::new();
+        register(&mut engine);
+        let mut scope = rhai::Scope::new();
+        scope.push("msg", message(b"x"));
+        let script = r#"[type_of(msg.topic), "at " + msg.topic, msg.topic == "home/kitchen/temp",
+            msg.topic.starts_with("home/")]"#;
+        let seen: Array = engine.eval_with_scope(&mut scope, script).unwrap();
+        let seen: Vec<String> = seen.iter().map(|v| v.to_string()).collect();
+        assert_eq!(seen, ["string", "at home/kitchen/temp", "true", "true"]);
     }
 
     #[test]
