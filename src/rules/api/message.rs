@@ -119,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn the_topic_is_a_string_in_scripts() {
+    fn scripts_see_the_topic_as_a_string_and_every_property_as_a_rhai_type() {
         let mut engine = Engine::new();
         register(&mut engine);
         let mut scope = rhai::Scope::new();
@@ -129,6 +129,16 @@ mod tests {
         let seen: Array = engine.eval_with_scope(&mut scope, script).unwrap();
         let seen: Vec<String> = seen.iter().map(|v| v.to_string()).collect();
         assert_eq!(seen, ["string", "at home/kitchen/temp", "true", "true"]);
+        // And every other property is one of rhai's own types, which scripts can operate on.
+        let types: Array = engine
+            .eval_with_scope(
+                &mut scope,
+                "[msg.payload, msg.parts, msg.parts[0], msg.qos, msg.retain, msg.time].map(|v| type_of(v))",
+            )
+            .unwrap();
+        let types: Vec<String> = types.iter().map(|v| v.to_string()).collect();
+        let int = std::any::type_name::<INT>();
+        assert_eq!(types, ["string", "array", "string", int, "bool", int]);
     }
 
     #[test]
