@@ -12,8 +12,9 @@
 //! CPU, so the engine keeps up; only the start of its work is deferred, and on an idle core a woken
 //! thread starts at once, so light traffic sees no delay.
 //!
-//! So every thread of the engine is a batch thread: the runtime's (`cli::run::runtime`), the rule
-//! thread and the history writer. The embedded broker's threads stay ordinary ones.
+//! So every thread a message passes through is a batch thread: the runtime's (`cli::run::runtime`),
+//! the rule thread and the history writer. The embedded broker's threads stay ordinary ones, and so do
+//! the idle ones (the main thread, the history reader's, the rule-file watcher's).
 //!
 //! Nothing here is needed for correctness: where the hint cannot be given (not Linux, a seccomp
 //! filter), the engine runs as before, and says so at debug level.
