@@ -53,13 +53,15 @@ pub fn start(
     login: Option<&Credentials>,
 ) -> Result<(), BrokerError> {
     check_port_free(listen)?;
-    let mut broker = Broker::new(config(listen, max_packet_size, login));
+    let config = config(listen, max_packet_size, login);
     std::thread::Builder::new()
         .name("embedded-broker".into())
         .spawn(move || {
             // Whatever thread starts it, the broker and the threads it spawns are ordinary ones: they
-            // feed the engine's batch threads, as Mosquitto does (src/sched.rs).
+            // feed the engine's batch threads, as Mosquitto does (src/sched.rs). `Broker::new` already
+            // spawns rumqttd's router thread, so it comes after the reset.
             crate::sched::ordinary_current_thread();
+            let mut broker = Broker::new(config);
             if let Err(e) = broker.start() {
                 error!("embedded broker stopped: {e}");
             }

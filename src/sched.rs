@@ -14,7 +14,9 @@
 //!
 //! So every thread a message passes through is a batch thread: the runtime's (`cli::run::runtime`),
 //! the rule thread and the history writer. The embedded broker's threads stay ordinary ones, and so do
-//! the idle ones (the main thread, the history reader's, the rule-file watcher's).
+//! the mostly idle ones started from the main thread (the rule-file watcher's, the history reader's
+//! first connection; the reader's later connections are opened from the rule thread and inherit its
+//! policy).
 //!
 //! Nothing here is needed for correctness: where the hint cannot be given (not Linux, a seccomp
 //! filter), the engine runs as before, and says so at debug level.
