@@ -20,6 +20,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// most 500 of them per batch, so a window this size keeps the pipe full without unbounded buffering.
 const MAX_INFLIGHT: usize = 1_000;
 
+/// The embedded broker's threads: the one that runs it, and rumqttd's router and MQTT listener.
+pub const THREADS: [&str; 3] = ["embedded-broker", "router-0", LISTENER];
+
+/// rumqttd's name for the listener, which it gives its thread.
+const LISTENER: &str = "broker-listen";
+
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -55,7 +61,7 @@ pub fn start(
     check_port_free(listen)?;
     let config = config(listen, max_packet_size, login);
     std::thread::Builder::new()
-        .name("embedded-broker".into())
+        .name(THREADS[0].into())
         .spawn(move || {
             // Whatever thread starts it, the broker and the threads it spawns are ordinary ones: they
             // feed the engine's batch threads, as Mosquitto does (src/sched.rs). `Broker::new` already
@@ -109,7 +115,8 @@ fn config(listen: SocketAddr, max_packet_size: usize, login: Option<&Credentials
         dynamic_filters: true,
     };
     let server = ServerSettings {
-        name: "homewright".into(),
+        // Also the name of rumqttd's listener thread: "homewright" was the main thread's too.
+        name: LISTENER.into(),
         listen,
         tls: None,
         next_connection_delay_ms: 1,
@@ -124,7 +131,7 @@ fn config(listen: SocketAddr, max_packet_size: usize, login: Option<&Credentials
             max_segment_count: 10,
             ..Default::default()
         },
-        v4: Some(HashMap::from([("homewright".to_string(), server)])),
+        v4: Some(HashMap::from([(LISTENER.to_string(), server)])),
         ..Default::default()
     }
 }

@@ -25,6 +25,10 @@
 /// be found here, and in `top -H` or `perf`. At most 15 bytes: Linux truncates longer thread names.
 pub const WRITER_THREAD: &str = "history-writer";
 
+/// The name of the tokio runtime's threads (`cli::run::runtime`), told apart in `top -H` from the
+/// threads of the libraries the engine links.
+pub const RUNTIME_THREAD: &str = "hw-runtime";
+
 /// Makes the calling thread a batch thread. False (and logged at debug level) when it cannot be.
 pub fn batch_current_thread() -> bool {
     imp::set_policy(0, imp::BATCH)

@@ -265,7 +265,7 @@ async fn a_taken_port_for_the_embedded_broker_is_an_error_naming_the_port_and_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engines_threads_are_batch_threads_and_the_embedded_brokers_are_not() {
     use crate::support::Process;
-    use homewright::sched::{WRITER_THREAD, is_batch};
+    use homewright::sched::{RUNTIME_THREAD, WRITER_THREAD, is_batch};
     if std::env::var("HOMEWRIGHT_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty()) {
         return; // under an emulator, the process's threads are the emulator's
     }
@@ -290,18 +290,20 @@ async fn the_engines_threads_are_batch_threads_and_the_embedded_brokers_are_not(
             .map(|(_, batch)| *batch)
             .collect()
     };
-    for name in ["tokio-rt-worker", "rules", WRITER_THREAD] {
+    for name in [RUNTIME_THREAD, "rules", WRITER_THREAD] {
         let policies = policy_of(name);
         assert!(
             !policies.is_empty() && policies.iter().all(|&batch| batch),
             "{name} threads must all be batch threads: {threads:?}"
         );
     }
-    let broker = policy_of("embedded-broker");
-    assert!(
-        !broker.is_empty() && broker.iter().all(|&batch| !batch),
-        "the embedded broker must stay an ordinary thread: {threads:?}"
-    );
+    for name in homewright::broker::THREADS {
+        let policies = policy_of(name);
+        assert!(
+            !policies.is_empty() && policies.iter().all(|&batch| !batch),
+            "the embedded broker's {name} thread must stay an ordinary one: {threads:?}"
+        );
+    }
     engine.signal("TERM");
     assert_eq!(engine.wait().await, Some(0));
 }

@@ -42,6 +42,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
+        .thread_name(crate::sched::RUNTIME_THREAD)
         .on_thread_start(|| {
             crate::sched::batch_current_thread();
         })

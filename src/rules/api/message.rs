@@ -20,6 +20,9 @@ struct Shared {
     json: OnceLock<Dynamic>,
     /// `msg.json` was read once.
     json_read: AtomicBool,
+    /// `msg.topic` as a rhai string, made on the first read: every rule that reads it (and every
+    /// comparison in a loop) then shares one copy instead of allocating its own.
+    topic: OnceLock<rhai::ImmutableString>,
 }
 
 impl RuleMessage {
@@ -28,12 +31,22 @@ impl RuleMessage {
             message,
             json: OnceLock::new(),
             json_read: AtomicBool::new(false),
+            topic: OnceLock::new(),
         }))
     }
 
     /// The message itself.
     pub fn message(&self) -> &Message {
         &self.0.message
+    }
+
+    /// A rhai string, not the `Arc<str>` the message shares: that would reach scripts as a custom
+    /// type, so `"at " + msg.topic` printed its type name and `msg.topic == "a/b"` was false.
+    fn topic(&self) -> rhai::ImmutableString {
+        self.0
+            .topic
+            .get_or_init(|| rhai::ImmutableString::from(&*self.message().topic))
+            .clone()
     }
 
     fn payload(&self) -> String {
@@ -82,11 +95,7 @@ impl RuleMessage {
 pub(super) fn register(engine: &mut Engine) {
     engine
         .register_type_with_name::<RuleMessage>("Message")
-        // A rhai string, not the `Arc<str>` the message shares: that would reach scripts as a custom
-        // type, so `"at " + msg.topic` printed its type name and `msg.topic == "a/b"` was false.
-        .register_get("topic", |m: &mut RuleMessage| {
-            rhai::ImmutableString::from(&*m.message().topic)
-        })
+        .register_get("topic", |m: &mut RuleMessage| m.topic())
         .register_get("payload", |m: &mut RuleMessage| m.payload())
         .register_get("json", |m: &mut RuleMessage| m.json())
         .register_get("value", |m: &mut RuleMessage| m.value())
@@ -139,6 +148,15 @@ mod tests {
         let types: Vec<String> = types.iter().map(|v| v.to_string()).collect();
         let int = std::any::type_name::<INT>();
         assert_eq!(types, ["string", "array", "string", int, "bool", int]);
+    }
+
+    #[test]
+    fn every_reader_of_the_topic_shares_one_string() {
+        let shared = message(b"x");
+        let first = shared.clone().topic();
+        let second = shared.topic();
+        assert_eq!(first, "home/kitchen/temp");
+        assert!(first.ptr_eq(&second));
     }
 
     #[test]
