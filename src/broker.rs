@@ -20,8 +20,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// most 500 of them per batch, so a window this size keeps the pipe full without unbounded buffering.
 const MAX_INFLIGHT: usize = 1_000;
 
-/// The embedded broker's threads: the one that runs it, and rumqttd's router and MQTT listener.
-pub const THREADS: [&str; 3] = ["embedded-broker", "router-0", LISTENER];
+/// The embedded broker's threads: the one that runs it, and rumqttd's router (named by rumqttd after
+/// its router id, 0 by default) and MQTT listener.
+pub const THREADS: [&str; 3] = [BROKER_THREAD, "router-0", LISTENER];
+
+/// The thread that runs the embedded broker.
+const BROKER_THREAD: &str = "embedded-broker";
 
 /// rumqttd's name for the listener, which it gives its thread.
 const LISTENER: &str = "broker-listen";
@@ -61,7 +65,7 @@ pub fn start(
     check_port_free(listen)?;
     let config = config(listen, max_packet_size, login);
     std::thread::Builder::new()
-        .name(THREADS[0].into())
+        .name(BROKER_THREAD.into())
         .spawn(move || {
             // Whatever thread starts it, the broker and the threads it spawns are ordinary ones: they
             // feed the engine's batch threads, as Mosquitto does (src/sched.rs). `Broker::new` already

@@ -290,18 +290,18 @@ async fn the_engines_threads_are_batch_threads_and_the_embedded_brokers_are_not(
             .map(|(_, batch)| *batch)
             .collect()
     };
-    for name in [RUNTIME_THREAD, "rules", WRITER_THREAD] {
+    let batch = [RUNTIME_THREAD, "rules", WRITER_THREAD].map(|name| (name, true));
+    let ordinary = homewright::broker::THREADS.map(|name| (name, false));
+    for (name, expected) in batch.into_iter().chain(ordinary) {
         let policies = policy_of(name);
         assert!(
-            !policies.is_empty() && policies.iter().all(|&batch| batch),
-            "{name} threads must all be batch threads: {threads:?}"
-        );
-    }
-    for name in homewright::broker::THREADS {
-        let policies = policy_of(name);
-        assert!(
-            !policies.is_empty() && policies.iter().all(|&batch| !batch),
-            "the embedded broker's {name} thread must stay an ordinary one: {threads:?}"
+            !policies.is_empty() && policies.iter().all(|&batch| batch == expected),
+            "every {name} thread must be {}: {threads:?}",
+            if expected {
+                "a batch thread"
+            } else {
+                "an ordinary thread"
+            }
         );
     }
     engine.signal("TERM");
