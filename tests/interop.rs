@@ -39,3 +39,37 @@ async fn the_engine_works_through_mosquitto() {
     .await;
     engine.stop().await;
 }
+
+/// A QoS 2 subscription: the engine's PUBREC, written once a message is committed, and rumqttc's
+/// PUBCOMP to Mosquitto's PUBREL complete each exchange. Mosquitto keeps at most 20 QoS 2 messages in
+/// flight to a client by default, so all 100 arrive only if the exchanges complete; after a restart
+/// nothing comes again (what Mosquitto redelivers to a returning session arrives before newer
+/// messages, so the marker stored last means nothing else is coming). Published with Mosquitto's
+/// own client: rumqttc 0.25 reuses a QoS 2 packet id before its PUBCOMP (see the README).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_2_exchanges_complete_with_mosquitto() {
+    let Some(broker) = Mosquitto::start().await else {
+        return;
+    };
+    let mut setup = Setup::external(broker.port);
+    setup.qos = 2;
+    let engine = Engine::start(setup).await;
+    let lines: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    if !broker.publish_lines("qos2/n", 2, &lines) {
+        return;
+    }
+    let db = engine.setup.db_path();
+    let stored = "SELECT count(*) FROM messages WHERE topic = 'qos2/n' AND qos = 2";
+    eventually("100 QoS 2 messages stored", WAIT, || async {
+        (count(&db, stored).await == 100).then_some(())
+    })
+    .await;
+    let engine = Engine::start(engine.stop().await).await;
+    assert!(broker.publish_lines("qos2/marker", 2, &["after".to_string()]));
+    eventually("the marker stored", WAIT, || async {
+        (count(&db, "SELECT count(*) FROM messages WHERE topic = 'qos2/marker'").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count(&db, stored).await, 100, "a message came twice");
+    engine.stop().await;
+}

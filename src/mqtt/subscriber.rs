@@ -16,8 +16,7 @@
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, PubAck, PubRec, QoS, Request,
-    SubscribeReasonCode,
+    AsyncClient, Event as MqttEvent, EventLoop, Outgoing, Packet, PubAck, PubRec, QoS, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -212,10 +211,14 @@ impl Subscriber {
     /// connection, or while there is none, are dropped (see [`AckToken::connection`]): the broker
     /// sends those messages again if it kept the session. When the write fails or times out the
     /// connection is failing too, and the next poll reports it.
+    ///
+    /// Written straight to the connection, not through rumqttc's state: for a PUBACK or PUBREC the
+    /// state keeps no account (a QoS 2 message's id is recorded when the message comes in, which is
+    /// what its PUBREL is checked against); it only queues an event per acknowledgement, and this loop
+    /// would then take those events one turn of the loop each (issue 7).
     async fn write_acks(&mut self, tokens: &[AckToken], connection: u64) {
         let EventLoop {
             network,
-            state,
             network_options,
             ..
         } = &mut self.eventloop;
@@ -230,13 +233,8 @@ impl Subscriber {
         // stuck connection cannot hold up this loop (and the stop) for good.
         let timeout = Duration::from_secs(network_options.connection_timeout());
         let write = async {
-            for request in tokens.iter().filter_map(|token| ack_request(token, connection)) {
-                // Through rumqttc's state, which keeps its own account of what went out.
-                match state.handle_outgoing_packet(request) {
-                    Ok(Some(packet)) => network.write(packet).await?,
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
-                }
+            for packet in tokens.iter().filter_map(|token| ack_packet(token, connection)) {
+                network.write(packet).await?;
             }
             network.flush().await
         };
@@ -343,13 +341,13 @@ impl Forward {
 /// The packet that acknowledges `token`'s message on the current `connection`: PUBACK for QoS 1, PUBREC
 /// for QoS 2 (rumqttc answers the broker's PUBREL with PUBCOMP). None for a message of an earlier
 /// connection (see [`AckToken::connection`]).
-fn ack_request(token: &AckToken, connection: u64) -> Option<Request> {
+fn ack_packet(token: &AckToken, connection: u64) -> Option<Packet> {
     if token.connection != connection {
         return None;
     }
     Some(match token.qos {
-        QoS::ExactlyOnce => Request::PubRec(PubRec::new(token.pkid)),
-        _ => Request::PubAck(PubAck::new(token.pkid)),
+        QoS::ExactlyOnce => Packet::PubRec(PubRec::new(token.pkid)),
+        _ => Packet::PubAck(PubAck::new(token.pkid)),
     })
 }
 
@@ -431,11 +429,11 @@ mod tests {
             token(8, QoS::ExactlyOnce, 2),
             token(9, QoS::AtLeastOnce, 1),
         ];
-        let requests: Vec<Request> = tokens.iter().filter_map(|t| ack_request(t, 2)).collect();
+        let packets: Vec<Packet> = tokens.iter().filter_map(|t| ack_packet(t, 2)).collect();
         assert_eq!(
-            requests,
-            [Request::PubAck(PubAck::new(7)), Request::PubRec(PubRec::new(8))]
+            packets,
+            [Packet::PubAck(PubAck::new(7)), Packet::PubRec(PubRec::new(8))]
         );
-        assert!(ack_request(&token(9, QoS::AtLeastOnce, 1), 1).is_some());
+        assert!(ack_packet(&token(9, QoS::AtLeastOnce, 1), 1).is_some());
     }
 }

@@ -37,6 +37,8 @@ pub struct Setup {
     /// Extra lines for the `rules:` section, indented by two spaces.
     pub rules_options: String,
     pub client_id: String,
+    /// `mqtt.qos`, the subscription's QoS (1 unless a test says otherwise).
+    pub qos: u8,
     /// The database file, relative to `dir`.
     pub db: String,
     /// Extra lines for the `mqtt:` section, indented by two spaces.
@@ -79,6 +81,7 @@ impl Setup {
             embedded,
             rules_options: String::new(),
             client_id: format!("hw-test-{port}"),
+            qos: 1,
             db: "history.db".into(),
             mqtt_options: String::new(),
             probe_port: None,
@@ -107,9 +110,10 @@ impl Setup {
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: 1\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}{extra}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: {qos}\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}{extra}",
             port = self.port,
             id = self.client_id,
+            qos = self.qos,
             embedded = self.embedded,
             options = self.rules_options,
             db = self.db,

@@ -17,12 +17,17 @@ pub struct Mosquitto {
 }
 
 fn binary() -> Option<PathBuf> {
+    find_in_path("mosquitto")
+}
+
+/// `name` in PATH or in the sbin directories (where Debian puts the broker).
+fn find_in_path(name: &str) -> Option<PathBuf> {
     let candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")]);
-    candidates.map(|dir| dir.join("mosquitto")).find(|p| p.is_file())
+    candidates.map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// The Mosquitto binary, or None (test skipped) when it is not installed and not required.
@@ -87,6 +92,37 @@ impl Mosquitto {
         };
         mosquitto.restart().await;
         Some(mosquitto)
+    }
+
+    /// Publishes each line of `lines` as a message on `topic` at `qos` with Mosquitto's own client
+    /// (`mosquitto_pub -l`: one connection, several messages in flight at once). False (test
+    /// skipped) when `mosquitto_pub` is not installed and HOMEWRIGHT_REQUIRE_MOSQUITTO is not 1.
+    pub fn publish_lines(&self, topic: &str, qos: u8, lines: &[String]) -> bool {
+        use std::io::Write;
+
+        let Some(client) = find_in_path("mosquitto_pub") else {
+            if std::env::var("HOMEWRIGHT_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
+                panic!("mosquitto_pub is required (HOMEWRIGHT_REQUIRE_MOSQUITTO=1) but not installed");
+            }
+            eprintln!("skipped: mosquitto_pub is not installed");
+            return false;
+        };
+        let mut child = Command::new(client)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic])
+            .args(["-q", &qos.to_string(), "-l"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start mosquitto_pub");
+        let mut input = child.stdin.take().expect("mosquitto_pub's stdin");
+        for line in lines {
+            writeln!(input, "{line}").expect("write to mosquitto_pub");
+        }
+        drop(input);
+        assert!(
+            child.wait().expect("mosquitto_pub").success(),
+            "mosquitto_pub failed"
+        );
+        true
     }
 
     /// Its directory (config, persistence file), for tests that add certificates or password files.
