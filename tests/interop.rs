@@ -73,3 +73,37 @@ async fn qos_2_exchanges_complete_with_mosquitto() {
     assert_eq!(count(&db, stored).await, 100, "a message came twice");
     engine.stop().await;
 }
+
+/// A rule that publishes more QoS 2 messages at once than Mosquitto takes in flight from a client (20
+/// by default): each is delivered once, and the connection holds (it used to be dropped and the
+/// messages sent again). The engine stores what it publishes, as every message on its broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_qos_2_publishes_reaches_mosquitto_once_each() {
+    let Some(broker) = Mosquitto::start().await else {
+        return;
+    };
+    let setup = Setup::external(broker.port).rule(
+        "burst",
+        r#"on_message("burst/go", |msg| {
+    for i in 0..50 { publish("burst/n", `${i}`, #{ qos: 2 }); }
+    publish("burst/end", "end", #{ qos: 2 });
+});"#,
+    );
+    let engine = Engine::start(setup).await;
+    let client = Client::connect(broker.port, "interop-burst").await;
+    client.publish("burst/go", "go", QoS::AtLeastOnce, false).await;
+    let db = engine.setup.db_path();
+    eventually("the burst's last publish stored", WAIT, || async {
+        (count(&db, "SELECT count(*) FROM messages WHERE topic = 'burst/end'").await >= 1).then_some(())
+    })
+    .await;
+    let stored = "SELECT count(*) FROM messages WHERE topic = 'burst/n'";
+    let distinct = "SELECT count(DISTINCT payload) FROM messages WHERE topic = 'burst/n'";
+    assert_eq!(count(&db, distinct).await, 50);
+    assert_eq!(count(&db, stored).await, 50, "a publish was delivered twice");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM messages WHERE topic = 'burst/end'").await,
+        1
+    );
+    engine.stop().await;
+}

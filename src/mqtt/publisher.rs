@@ -47,10 +47,18 @@ use crate::store::{Store, StoreError};
 /// rule output, small enough that a dead broker is noticed as back-pressure rather than memory growth.
 const REQUEST_CAPACITY: usize = 1_024;
 
-/// Outbox rows handed to the connection at once during a replay. Below rumqttc's in-flight limit (100
-/// by default), so the packet ids of a window never collide, and small enough that a connection that
-/// fails mid-replay has little to send twice.
-pub const REPLAY_WINDOW: usize = 50;
+/// Most QoS 1 and 2 publishes sent and not yet acknowledged. Mosquitto takes at most 20 QoS 2
+/// messages in flight from a client (`max_inflight_messages`, 20 by default), and MQTT 3.1.1 has no way
+/// to ask: with rumqttc's default of 100, a rule that published 50 QoS 2 messages at once made
+/// Mosquitto drop the connection ("Bad socket read/write"), and the reconnections sent them again,
+/// 103 deliveries for 50 publishes. 20 round trips in flight still carry thousands of publishes a
+/// second to a broker on the LAN.
+pub const PUBLISH_INFLIGHT: u16 = 20;
+
+/// Outbox rows handed to the connection at once during a replay. At most [`PUBLISH_INFLIGHT`], so the
+/// packet ids of a window never collide, and small enough that a connection that fails mid-replay has
+/// little to send twice.
+pub const REPLAY_WINDOW: usize = PUBLISH_INFLIGHT as usize;
 
 /// How long a live publish waits before trying again when rumqttc's request channel is full.
 const CHANNEL_FULL_PAUSE: Duration = Duration::from_millis(5);
@@ -194,7 +202,9 @@ impl Publisher {
     pub fn new(config: &MqttConfig, store: Store) -> Result<(Publisher, PublishHandle), TlsError> {
         let status_topic = config.status_topic();
         let mut mqtt_options = options(config, format!("{}-out", config.client_id))?;
-        mqtt_options.set_last_will(LastWill::new(&status_topic, OFFLINE, QoS::AtLeastOnce, true));
+        mqtt_options
+            .set_last_will(LastWill::new(&status_topic, OFFLINE, QoS::AtLeastOnce, true))
+            .set_inflight(PUBLISH_INFLIGHT);
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
         eventloop.set_network_options(network_options());
         let route = Arc::new(Mutex::new(Route::Outbox));
