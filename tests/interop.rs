@@ -45,7 +45,8 @@ async fn the_engine_works_through_mosquitto() {
 /// flight to a client by default, so all 100 arrive only if the exchanges complete; after a restart
 /// nothing comes again (what Mosquitto redelivers to a returning session arrives before newer
 /// messages, so the marker stored last means nothing else is coming). Published with Mosquitto's
-/// own client: rumqttc 0.25 reuses a QoS 2 packet id before its PUBCOMP (see the README).
+/// own client, which keeps within Mosquitto's 20 QoS 2 messages in flight from a client (the test
+/// client allows 1,000, and Mosquitto drops a client that goes past 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos_2_exchanges_complete_with_mosquitto() {
     let Some(broker) = Mosquitto::start().await else {
