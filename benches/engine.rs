@@ -1328,7 +1328,7 @@ async fn soak() {
     };
     // HOMEWRIGHT_BENCH_BARE=1: the bare subscriber instead of the engine (the reference's own cost,
     // with `scripts/thread-cpu`).
-    if std::env::var("HOMEWRIGHT_BENCH_BARE").is_ok() {
+    if std::env::var("HOMEWRIGHT_BENCH_BARE").is_ok_and(|v| v == "1") {
         let rate = bare_ingest(broker.port, qos, count).await;
         println!("bare soak: {count} messages at {rate:.0} msg/s");
         return;

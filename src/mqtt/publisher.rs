@@ -55,10 +55,10 @@ const REQUEST_CAPACITY: usize = 1_024;
 /// second to a broker on the LAN.
 pub const PUBLISH_INFLIGHT: u16 = 20;
 
-/// Outbox rows handed to the connection at once during a replay. At most [`PUBLISH_INFLIGHT`], so the
-/// packet ids of a window never collide, and small enough that a connection that fails mid-replay has
-/// little to send twice.
-pub const REPLAY_WINDOW: usize = PUBLISH_INFLIGHT as usize;
+/// Outbox rows handed to the connection at once during a replay. Below [`PUBLISH_INFLIGHT`], so the
+/// packet ids of a window never collide (one id is left for the `online` status, which may still be
+/// unacknowledged), and small enough that a connection that fails mid-replay has little to send twice.
+pub const REPLAY_WINDOW: usize = PUBLISH_INFLIGHT as usize - 1;
 
 /// How long a live publish waits before trying again when rumqttc's request channel is full.
 const CHANNEL_FULL_PAUSE: Duration = Duration::from_millis(5);
