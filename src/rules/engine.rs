@@ -74,6 +74,9 @@ impl Deadline {
 
 /// Builds a hardened engine. The returned deadline must be armed around every run.
 pub fn build(limits: Limits) -> (Engine, Arc<Deadline>) {
+    // The seed is process-wide and read at every call: an engine made before it is fixed no longer
+    // finds its own functions afterwards.
+    super::persist::fix_hash_seed();
     let mut engine = Engine::new();
     // Engine::new() resolves `import "x"` from disk; a rule must not read files.
     engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
