@@ -14,7 +14,6 @@ use super::api::{self, RuleMessage};
 use super::diagnostic::Diagnostic;
 use super::engine::{self, Deadline, Limits};
 use super::host::{Host, Services, Trigger, TriggerKind};
-use super::persist;
 use crate::event::{Event, Message, Output, RuleRun};
 use crate::mqtt::topic;
 use crate::scheduler::{Clock, Due, Location};
@@ -112,7 +111,6 @@ impl RuleSet {
         clock: Clock,
         location: Location,
     ) -> Self {
-        persist::fix_hash_seed();
         let kv = std::mem::take(&mut persisted.kv)
             .into_iter()
             .filter_map(|(key, json)| {

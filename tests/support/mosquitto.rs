@@ -16,10 +16,6 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
 }
 
-fn binary() -> Option<PathBuf> {
-    find_in_path("mosquitto")
-}
-
 /// `name` in PATH or in the sbin directories (where Debian puts the broker).
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let candidates = std::env::var_os("PATH")
@@ -30,14 +26,15 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     candidates.map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
-/// The Mosquitto binary, or None (test skipped) when it is not installed and not required.
-fn required_binary() -> Option<PathBuf> {
-    let found = binary();
+/// The program `name` (`mosquitto`, `mosquitto_pub`), or None (test skipped) when it is not
+/// installed and not required.
+fn required_binary(name: &str) -> Option<PathBuf> {
+    let found = find_in_path(name);
     if found.is_none() {
         if std::env::var("HOMEWRIGHT_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
-            panic!("mosquitto is required (HOMEWRIGHT_REQUIRE_MOSQUITTO=1) but not installed");
+            panic!("{name} is required (HOMEWRIGHT_REQUIRE_MOSQUITTO=1) but not installed");
         }
-        eprintln!("skipped: mosquitto is not installed");
+        eprintln!("skipped: {name} is not installed");
     }
     found
 }
@@ -72,7 +69,7 @@ impl Mosquitto {
     /// must listen on without TLS (it is how the test sees that the broker is up), `dir` the broker's
     /// own directory, into which `make` may write the files the config names (certificates, passwords).
     pub async fn start_custom(make: impl FnOnce(u16, &Path) -> String) -> Option<Mosquitto> {
-        let binary = required_binary()?;
+        let binary = required_binary("mosquitto")?;
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         // Started as root, Mosquitto drops to the `mosquitto` user, which must be able to write its
@@ -100,11 +97,7 @@ impl Mosquitto {
     pub fn publish_lines(&self, topic: &str, qos: u8, lines: &[String]) -> bool {
         use std::io::Write;
 
-        let Some(client) = find_in_path("mosquitto_pub") else {
-            if std::env::var("HOMEWRIGHT_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
-                panic!("mosquitto_pub is required (HOMEWRIGHT_REQUIRE_MOSQUITTO=1) but not installed");
-            }
-            eprintln!("skipped: mosquitto_pub is not installed");
+        let Some(client) = required_binary("mosquitto_pub") else {
             return false;
         };
         let mut child = Command::new(client)
