@@ -1348,8 +1348,8 @@ async fn soak() {
 /// writer (all threads) the same way every run, which a shared machine's timings cannot.
 async fn store() {
     use homewright::event::{Message, RuleRun};
+    use homewright::store::RecordBatch;
     use homewright::store::Store;
-    use homewright::store::audit::AuditBatch;
     let count: usize = std::env::var("HOMEWRIGHT_BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1372,7 +1372,7 @@ async fn store() {
             .collect();
         let refs: Vec<&Message> = messages.iter().collect();
         store.insert_messages(&refs).await.unwrap();
-        let audit = AuditBatch {
+        let audit = RecordBatch {
             runs: messages
                 .iter()
                 .map(|m| RuleRun {
@@ -1388,7 +1388,7 @@ async fn store() {
                 .collect(),
             ..Default::default()
         };
-        store.write_audit(&audit).await.unwrap();
+        store.write_records(&audit).await.unwrap();
     }
     let elapsed = started.elapsed();
     println!(

@@ -15,24 +15,22 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::actions::Actions;
-use crate::actions::recorder::{self, Recorder};
-use crate::actions::relays::RelayDriver;
 use crate::config::Config;
-use crate::event::Event;
-use crate::event::now_millis;
-use crate::gpio::model::RelayModel;
-use crate::gpio::{self, RelayBackend};
+use crate::event::{ActionRequest, Event, Output, now_millis};
+use crate::housekeeping::Housekeeping;
 use crate::ingest::{self, Ingest};
-use crate::maintenance::Maintenance;
 use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
-use crate::retention::Retention;
+use crate::recorder::{self, Recorder};
+use crate::relays::driver::RelayDriver;
+use crate::relays::model::RelayModel;
+use crate::relays::{self, RelayBackend};
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{Limits, RuleSet, Services};
 use crate::scheduler::Clock;
 use crate::store::{HistoryReader, Store};
-use crate::{broker, notify, store};
+use crate::{broker, store};
 use std::collections::HashMap;
 
 /// How long a stop may take before the supervisor gives up on the stages still running.
@@ -50,7 +48,7 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] crate::mqtt::TlsError),
     #[error(transparent)]
-    Gpio(#[from] crate::gpio::GpioError),
+    Gpio(#[from] relays::GpioError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::server::BindError),
 }
@@ -106,7 +104,7 @@ pub async fn run_with(
     let levels: HashMap<String, bool> = relay_start.iter().map(|(name, s)| (name.clone(), s.on)).collect();
     let backend = match backend {
         Some(backend) => backend,
-        None => gpio::open(&config.gpio, &levels)?,
+        None => relays::open(&config.gpio, &levels)?,
     };
     subscribe_to_relay_commands(&mut config);
     info!(database = %config.database.path.display(), "history opened");
@@ -174,7 +172,7 @@ pub async fn run_with(
         ready: Some(ready_tx),
     };
     stages.spawn_thread("rules", move || {
-        crate::sched::batch_current_thread();
+        crate::os::thread_policy::batch_current_thread();
         worker.run()
     })?;
     // Before any message: on_start triggers run first. Ingest starts once the rules are loaded, so an
@@ -197,34 +195,24 @@ pub async fn run_with(
 
     stages.spawn("ingest", Ingest::new(store.clone(), acker, ingest_rx).run());
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
-    // Only when configured: the watchdog counts a stage that ends by itself as a failure.
-    if !config.database.retention.is_empty() {
-        stages.spawn(
-            "retention",
-            Retention {
-                store: store.clone(),
-                rules: config.database.retention.clone(),
-            }
-            .run(shutdown.clone()),
-        );
-    }
-    let maintenance = Maintenance {
+    let housekeeping = Housekeeping {
         store: store.clone(),
+        retention: config.database.retention.clone(),
         rule_runs_keep: config.database.rule_runs_keep,
     };
-    stages.spawn("maintenance", maintenance.run(shutdown.clone()));
+    stages.spawn("housekeeping", housekeeping.run(shutdown.clone()));
 
     if let Some(metrics) = metrics {
         stages.spawn("metrics", metrics.run(shutdown.clone()));
     }
-    notify::ready(&format!(
+    crate::os::systemd::ready(&format!(
         "ingesting from {}:{}",
         config.mqtt.host, config.mqtt.port
     ));
     start_watchdog(&stages, &shutdown);
 
     shutdown.cancelled().await;
-    notify::stopping();
+    crate::os::systemd::stopping();
     // Its sender is one of the rule thread's inputs: gone, so the rule thread can end.
     drop(watcher);
     info!("stopping: committing what was received, sending what rules queued");
@@ -238,8 +226,8 @@ pub async fn run_with(
 fn queues(
     rules: &flume::Sender<Event>,
     ingest: &mpsc::Sender<crate::mqtt::subscriber::Incoming>,
-    outputs: &mpsc::Sender<crate::event::Output>,
-    records: &mpsc::Sender<Vec<recorder::Record>>,
+    outputs: &mpsc::Sender<ActionRequest>,
+    records: &mpsc::Sender<Vec<Output>>,
 ) -> Queues {
     let mut queues = Queues::default();
     queues.watch_flume("rules", rules);
@@ -260,7 +248,7 @@ fn start_watchdog(stages: &Stages, shutdown: &CancellationToken) {
             None => Ok(()),
         }
     };
-    if let Some(watchdog) = notify::Watchdog::from_env(healthy) {
+    if let Some(watchdog) = crate::os::systemd::Watchdog::from_env(healthy) {
         stages.spawn("watchdog", watchdog.run(shutdown.clone()));
     }
 }

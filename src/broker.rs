@@ -70,7 +70,7 @@ pub fn start(
             // Whatever thread starts it, the broker and the threads it spawns are ordinary ones: they
             // feed the engine's batch threads, as Mosquitto does (src/sched.rs). `Broker::new` already
             // spawns rumqttd's router thread, so it comes after the reset.
-            crate::sched::ordinary_current_thread();
+            crate::os::thread_policy::ordinary_current_thread();
             let mut broker = Broker::new(config);
             if let Err(e) = broker.start() {
                 error!("embedded broker stopped: {e}");

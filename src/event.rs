@@ -1,10 +1,13 @@
 //! What crosses the stages of the pipeline: a received [`Message`], the [`Event`]s rules react to, and
 //! the [`Output`] of a rule run (what it asked for, and the record of the run itself).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+
+use crate::relays::model::RelayState;
 
 /// One MQTT message as the engine received it. The payload is kept as bytes: it is stored byte for byte
 /// and only decoded when a rule looks at it.
@@ -49,7 +52,17 @@ pub enum Action {
     },
 }
 
-/// What the rule thread hands on: actions to the actions stage, the rest to the recorder.
+/// An action on its way to the actions stage: the only thing that stage's channel carries.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    /// The rule that asked for it (empty for the engine's own).
+    pub rule: Arc<str>,
+    pub ts: i64,
+    pub action: Action,
+}
+
+/// What a rule run produced: an action goes to the actions stage (as an [`ActionRequest`]) and, once
+/// performed, to the recorder; the rest goes to the recorder straight away.
 #[derive(Debug, Clone)]
 pub enum Output {
     /// Perform this action, on behalf of `rule`.
@@ -69,10 +82,7 @@ pub enum Output {
         ts: i64,
     },
     /// A relay's state changed (or its pending on_for off did): persist it.
-    RelayState {
-        name: String,
-        state: crate::gpio::model::RelayState,
-    },
+    RelayState { name: String, state: RelayState },
 }
 
 /// A pending one-shot timer as persisted: enough to call its closure again after a restart.
@@ -106,6 +116,19 @@ pub struct RuleRun {
     pub actions: i64,
     /// The run happens later than planned: the engine was down when it fell due.
     pub late: bool,
+}
+
+/// What the rules persisted, handed back to them at start (read by [`crate::store::Store::load_persisted`]).
+#[derive(Debug, Default)]
+pub struct Persisted {
+    /// `store_set` values (JSON text).
+    pub kv: HashMap<String, String>,
+    /// Pending one-shot timers, in due order.
+    pub timers: Vec<TimerRecord>,
+    /// Last run per (rule, trigger) of catch-up triggers.
+    pub trigger_runs: HashMap<(String, String), i64>,
+    /// Each relay's last state.
+    pub relays: HashMap<String, RelayState>,
 }
 
 /// The current wall-clock time in unix milliseconds.

@@ -265,7 +265,7 @@ async fn a_taken_port_for_the_embedded_broker_is_an_error_naming_the_port_and_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engines_threads_are_batch_threads_and_the_embedded_brokers_are_not() {
     use crate::support::Process;
-    use homewright::sched::{RUNTIME_THREAD, WRITER_THREAD, is_batch};
+    use homewright::os::thread_policy::{RUNTIME_THREAD, WRITER_THREAD, is_batch};
     if std::env::var("HOMEWRIGHT_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty()) {
         return; // under an emulator, the process's threads are the emulator's
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use homewright::rules::Limits;
 use homewright::scheduler::Location;
-use homewright::simulation::Simulation;
+use homewright::sim::Simulation;
 
 const MINUTE: i64 = 60_000;
 /// 2026-05-04 12:00 UTC.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homewright::config::gpio::{GpioConfig, OnStop, RelayConfig};
-use homewright::gpio::simulated::SimulatedBackend;
-use homewright::simulation::{Options, RuleSource, Simulation};
+use homewright::relays::simulated::SimulatedBackend;
+use homewright::sim::{Options, RuleSource, Simulation};
 use rumqttc::QoS;
 
 use crate::support::{Client, Engine, Process, Setup, eventually, query};

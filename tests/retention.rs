@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use homewright::config::Retention as Rule;
 use homewright::event::{Message, now_millis};
-use homewright::retention::{BATCH_ROWS, Retention};
+use homewright::housekeeping::{BATCH_ROWS, Housekeeping};
 use homewright::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -62,9 +62,10 @@ async fn old_messages_are_purged_in_batches_while_ingest_goes_on_and_the_file_sh
     insert(&store, &other).await;
     let pages_before = count(&db, "SELECT page_count FROM pragma_page_count()").await;
 
-    let retention = Retention {
+    let retention = Housekeeping {
         store: store.clone(),
-        rules: vec![
+        rule_runs_keep: Duration::from_secs(7 * 86_400),
+        retention: vec![
             Rule {
                 topics: "sensor/#".into(),
                 keep: Duration::from_secs(7 * 86_400),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::TimeZone;
 use homewright::rules::Limits;
 use homewright::scheduler::{Location, Zone};
-use homewright::simulation::Simulation;
+use homewright::sim::Simulation;
 use homewright::store::SqlValue;
 
 const MINUTE: i64 = 60_000;

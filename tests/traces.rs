@@ -158,8 +158,8 @@ async fn why_lists_a_failed_run_with_its_position_and_a_message_that_matched_but
 #[tokio::test]
 async fn old_rule_runs_are_purged_in_batches_and_recent_ones_kept() {
     use homewright::event::RuleRun;
+    use homewright::store::RecordBatch;
     use homewright::store::Store;
-    use homewright::store::audit::AuditBatch;
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
@@ -174,11 +174,11 @@ async fn old_rule_runs_are_purged_in_batches_and_recent_ones_kept() {
         actions: 0,
         late: false,
     };
-    let batch = AuditBatch {
+    let batch = RecordBatch {
         runs: (0..25).map(|i| run(if i < 20 { 1_000 } else { 9_000 })).collect(),
         ..Default::default()
     };
-    store.write_audit(&batch).await.unwrap();
+    store.write_records(&batch).await.unwrap();
     assert_eq!(store.purge_rule_runs(5_000, 8).await.unwrap(), 8);
     assert_eq!(store.purge_rule_runs(5_000, 8).await.unwrap(), 8);
     assert_eq!(store.purge_rule_runs(5_000, 8).await.unwrap(), 4);

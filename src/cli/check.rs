@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::{self, ConfigError};
-use crate::gpio::model::RelayModel;
+use crate::relays::model::RelayModel;
 use crate::rules::{Limits, RuleSet};
 use crate::scheduler::Clock;
 

@@ -15,7 +15,7 @@ use crate::config::{self, Config};
 use crate::event::{Action, Output, now_millis};
 use crate::rules::{Limits, rule_files};
 use crate::scheduler::when::{format_local, parse_since};
-use crate::simulation::{Options, RuleSource, Simulation};
+use crate::sim::{Options, RuleSource, Simulation};
 use crate::store::HistoryReader;
 
 /// Messages read from the history at a time: bounded memory on any history size.

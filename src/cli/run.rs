@@ -42,9 +42,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
-        .thread_name(crate::sched::RUNTIME_THREAD)
+        .thread_name(crate::os::thread_policy::RUNTIME_THREAD)
         .on_thread_start(|| {
-            crate::sched::batch_current_thread();
+            crate::os::thread_policy::batch_current_thread();
         })
         .enable_all()
         .build()
@@ -71,9 +71,10 @@ mod tests {
     #[test]
     fn the_runtime_runs_its_tasks_on_batch_threads() {
         let runtime = super::runtime().unwrap();
-        let on_worker = runtime.block_on(async { tokio::spawn(async { crate::sched::is_batch(0) }).await });
+        let on_worker =
+            runtime.block_on(async { tokio::spawn(async { crate::os::thread_policy::is_batch(0) }).await });
         assert!(on_worker.unwrap());
-        let on_blocking = runtime.block_on(runtime.spawn_blocking(|| crate::sched::is_batch(0)));
+        let on_blocking = runtime.block_on(runtime.spawn_blocking(|| crate::os::thread_policy::is_batch(0)));
         assert!(on_blocking.unwrap());
     }
 }

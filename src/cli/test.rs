@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use crate::config;
 use crate::rules::Limits;
-use crate::scenario::run_scenario;
-use crate::simulation::Options;
+use crate::sim::Options;
+use crate::sim::scenario::run_scenario;
 
 pub fn test(config_path: &Path, paths: &[PathBuf], out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;

@@ -12,7 +12,7 @@ use std::time::Instant;
 use rhai::{Dynamic, FnPtr, Position};
 
 use crate::event::{Action, Message, Output};
-use crate::gpio::model::{Cause, Op as RelayOp, RelayModel};
+use crate::relays::model::{Cause, Op as RelayOp, RelayModel};
 use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 

@@ -10,7 +10,6 @@ pub mod diagnostic;
 pub mod engine;
 pub mod host;
 mod persist;
-mod relays;
 mod set;
 mod timed;
 pub mod watch;

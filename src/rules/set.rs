@@ -14,10 +14,10 @@ use super::api::{self, RuleMessage};
 use super::diagnostic::Diagnostic;
 use super::engine::{self, Deadline, Limits};
 use super::host::{Host, Services, Trigger, TriggerKind};
+use crate::event::Persisted;
 use crate::event::{Event, Message, Output, RuleRun};
 use crate::mqtt::topic;
 use crate::scheduler::{Clock, Due, Location};
-use crate::store::audit::Persisted;
 
 /// Topics whose matching triggers [`RuleSet::routes`] remembers at most: a home has a few hundred;
 /// past this the memory is cleared and rebuilt, so each entry (about 100 bytes) stays bounded.
@@ -84,16 +84,16 @@ pub(super) struct RunKind<'a> {
 /// Every loaded rule, with the engine that runs them and the scheduler's state.
 pub struct RuleSet {
     pub(super) engine: Engine,
-    pub(super) host: Arc<Host>,
+    pub(crate) host: Arc<Host>,
     deadline: Arc<Deadline>,
     timeout: Duration,
     pub(super) rules: Vec<Rule>,
-    pub(super) clock: Clock,
+    pub(crate) clock: Clock,
     /// The text of each rule file that failed to load last time, so a repeated event for the same broken
     /// text is not compiled and logged again.
     pub(super) last_failed: HashMap<String, String>,
     /// Where the engine's own topics live (relay state and commands).
-    pub(super) base_topic: String,
+    pub(crate) base_topic: String,
     /// The previous message of each topic an `on_change` trigger watches.
     previous: foldhash::HashMap<Arc<str>, Message>,
     /// Timers and catch-up state from the last run, consumed at start.

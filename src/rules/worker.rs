@@ -14,8 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::set::RuleSet;
-use crate::actions::recorder::Record;
-use crate::event::{Event, Output};
+use crate::event::{ActionRequest, Event, Output};
 use crate::metrics::METRICS;
 
 /// Events queued for the rule thread. Rules take microseconds per run, so this absorbs bursts; when it
@@ -47,13 +46,13 @@ pub struct RuleWorker {
     pub rules: RuleSet,
     /// A flume channel: the async subscriber sends, this thread waits with a timeout.
     pub input: flume::Receiver<Event>,
-    /// Only [`Output::Action`]s: what must be performed.
-    pub output: mpsc::Sender<Output>,
-    /// Every other output, as the recorder's row. The recorder takes them on a tick, so sending one
-    /// wakes nobody.
-    pub records: mpsc::Sender<Vec<Record>>,
-    /// Records of the events taken since the last [`RuleWorker::flush`].
-    pub pending: Vec<Record>,
+    /// What must be performed.
+    pub output: mpsc::Sender<ActionRequest>,
+    /// Every other output, for the recorder. The recorder takes them on a tick, so sending one wakes
+    /// nobody.
+    pub records: mpsc::Sender<Vec<Output>>,
+    /// Outputs to record of the events taken since the last [`RuleWorker::flush`].
+    pub pending: Vec<Output>,
     /// Told once the rules are loaded and `on_start` has run.
     pub ready: Option<oneshot::Sender<()>>,
 }
@@ -153,8 +152,12 @@ impl RuleWorker {
     /// audit rows (logged once), as it did when records passed through the actions stage.
     fn send(&mut self, outputs: Vec<Output>) -> bool {
         for output in outputs {
-            if matches!(output, Output::Action { .. }) {
-                if self.output.blocking_send(output).is_err() {
+            if let Output::Action { rule, ts, action } = output {
+                if self
+                    .output
+                    .blocking_send(ActionRequest { rule, ts, action })
+                    .is_err()
+                {
                     error!("the actions stage is gone; rule outputs can no longer be performed");
                     return false;
                 }
@@ -163,7 +166,7 @@ impl RuleWorker {
             if let Output::Run(run) = &output {
                 METRICS.rule_run(run);
             }
-            self.pending.push(Record::of(output));
+            self.pending.push(output);
         }
         true
     }

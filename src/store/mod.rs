@@ -2,13 +2,15 @@
 //! ingest and the actions stage share, and the read-only [`HistoryReader`] that `query`, `last()` and
 //! `sql()` use so that nothing a user or a rule writes as SQL can change the history.
 
-pub mod audit;
+mod housekeeping;
 mod messages;
 pub mod outbox;
 pub mod query;
-mod retention;
 mod rows;
+pub mod state;
+pub mod trace;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +22,11 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+
+use self::state::TimerOp;
+use self::trace::ActionRecord;
+use crate::event::RuleRun;
+use crate::relays::model::RelayState;
 
 pub use query::{QueryResult, SqlValue};
 
@@ -71,7 +78,7 @@ pub struct Store {
     pool: SqlitePool,
     path: Arc<Path>,
     topic_ids: Arc<messages::TopicIds>,
-    run_kinds: Arc<audit::RunKinds>,
+    run_kinds: Arc<trace::RunKinds>,
 }
 
 impl Store {
@@ -130,13 +137,13 @@ impl Store {
             // (counted with strace). In memory it is a few hundred KiB per statement, freed at once.
             .pragma("temp_store", "memory")
             .pragma("wal_autocheckpoint", "8000")
-            .thread_name(|_| crate::sched::WRITER_THREAD.to_string());
+            .thread_name(|_| crate::os::thread_policy::WRITER_THREAD.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             // Every connection, also one opened again after a failed commit: its worker thread is new.
             .after_connect(|_, _| {
                 Box::pin(async {
-                    crate::sched::batch_threads_named(crate::sched::WRITER_THREAD);
+                    crate::os::thread_policy::batch_threads_named(crate::os::thread_policy::WRITER_THREAD);
                     Ok(())
                 })
             })
@@ -186,6 +193,38 @@ impl Store {
     /// Waits for pending writes and closes the connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// What the recorder writes in one transaction: trace rows ([`trace`]) and state rows ([`state`]).
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    pub actions: Vec<ActionRecord>,
+    pub runs: Vec<RuleRun>,
+    /// Latest value per key (JSON text); later writes of a key replace earlier ones.
+    pub store: HashMap<String, String>,
+    /// Timers set and done, in the order they happened (a timer may be set and done in one batch).
+    pub timers: Vec<TimerOp>,
+    /// Latest run per (rule, trigger) of catch-up triggers.
+    pub trigger_runs: HashMap<(String, String), i64>,
+    /// Latest state per relay.
+    pub relays: HashMap<String, RelayState>,
+}
+
+impl RecordBatch {
+    /// Rows waiting to be written.
+    pub fn len(&self) -> usize {
+        self.actions.len()
+            + self.runs.len()
+            + self.store.len()
+            + self.timers.len()
+            + self.trigger_runs.len()
+            + self.relays.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

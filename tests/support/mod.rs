@@ -148,7 +148,7 @@ impl Engine {
     /// Like `start`, with the relays driven by `backend`.
     pub async fn start_with(
         setup: Setup,
-        backend: Option<Arc<dyn homewright::gpio::RelayBackend>>,
+        backend: Option<Arc<dyn homewright::relays::RelayBackend>>,
     ) -> Engine {
         let config = config::load(&setup.write_config()).expect("valid config");
         let shutdown = CancellationToken::new();

@@ -8,7 +8,7 @@ use rhai::{Engine, EvalAltResult, NativeCallContext};
 use tracing::warn;
 
 use super::error_at;
-use crate::gpio::model::{Cause, Op};
+use crate::relays::model::{Cause, Op};
 use crate::rules::host::Host;
 use crate::scheduler::spec::parse_offset;
 

@@ -1,9 +1,15 @@
-//! The retention purge: deletes messages older than `database.retention` allows for their topic (the
-//! first matching entry wins; no match keeps forever), at start and then every [`PURGE_INTERVAL`].
+//! Housekeeping of the history while the service runs, one stage on one beat: shortly after start and
+//! then every [`PURGE_INTERVAL`],
+//! - the retention purge deletes messages older than `database.retention` allows for their topic (the
+//!   first matching entry wins; no match keeps forever);
+//! - the trace of rule runs is kept for `database.rule_runs_keep` (runs are written at message rate and
+//!   only recent ones answer "why?");
+//! - the query planner's statistics are refreshed, as SQLite recommends for a long-lived connection.
 //!
 //! Invariants:
-//! - Ingest never waits long on it: every delete is a transaction of at most [`BATCH_ROWS`] rows on the
-//!   shared writer connection, with a pause between batches in which a waiting commit gets its turn.
+//! - Ingest never waits long on it: every delete is a transaction of at most [`BATCH_ROWS`] messages
+//!   (or [`RULE_RUN_BATCH_ROWS`] rule runs) on the shared writer connection, with a pause between
+//!   batches in which a waiting commit gets its turn.
 //! - The file stops growing once retention is reached: SQLite reuses freed pages, and since the file
 //!   is created with `auto_vacuum = INCREMENTAL`, freed pages are also handed back to the file system,
 //!   a few at a time, after each purge.
@@ -24,8 +30,10 @@ use crate::store::{Store, StoreError};
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(3_600);
 /// How long after start the first purge begins: the engine first catches up with what the broker held.
 pub const FIRST_PURGE_DELAY: Duration = Duration::from_secs(10);
-/// Rows per delete transaction: a few milliseconds of the writer, even on an SD card.
+/// Messages per delete transaction: a few milliseconds of the writer, even on an SD card.
 pub const BATCH_ROWS: i64 = 1_000;
+/// Rule runs per delete transaction: their rows are a fraction of a message's.
+pub const RULE_RUN_BATCH_ROWS: i64 = 5_000;
 /// Pause between two batches, so a commit of received messages waiting for the writer goes first.
 pub const BATCH_PAUSE: Duration = Duration::from_millis(20);
 /// Pages handed back to the file system per step (4 MiB with SQLite's 4 KiB pages).
@@ -48,18 +56,52 @@ pub fn keep_for(rules: &[config::Retention], topic: &str) -> Option<Duration> {
         .map(|rule| rule.keep)
 }
 
-/// The retention stage. Build it with the configured rules; `run` it until shutdown.
-pub struct Retention {
+/// The housekeeping stage. Build it from `database`'s settings; `run` it until shutdown.
+pub struct Housekeeping {
     pub store: Store,
-    pub rules: Vec<config::Retention>,
+    /// `database.retention`: empty keeps every message.
+    pub retention: Vec<config::Retention>,
+    /// `database.rule_runs_keep`.
+    pub rule_runs_keep: Duration,
 }
 
-impl Retention {
-    /// Purges at start (after [`FIRST_PURGE_DELAY`]) and every [`PURGE_INTERVAL`] until `shutdown`.
+impl Housekeeping {
+    /// Purges after [`FIRST_PURGE_DELAY`] and then every [`PURGE_INTERVAL`] until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.rules.is_empty() {
+        if !self.retention.is_empty() {
+            self.check_auto_vacuum().await;
+        }
+        let mut pause = FIRST_PURGE_DELAY;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.round(&shutdown).await;
+            pause = PURGE_INTERVAL;
+        }
+    }
+
+    /// One round of every job; a failure is logged and the job tried again at the next round.
+    async fn round(&self, shutdown: &CancellationToken) {
+        let retry = PURGE_INTERVAL.as_secs() / 3_600;
+        if !self.retention.is_empty()
+            && let Err(e) = self.purge(shutdown).await
+        {
+            warn!("retention purge failed: {e}; trying again in {retry}h");
+        }
+        if let Err(e) = self.purge_rule_runs(shutdown).await {
+            warn!("cannot purge old rule runs: {e}; trying again in {retry}h");
+        }
+        if shutdown.is_cancelled() {
             return;
         }
+        if let Err(e) = self.store.optimize(false).await {
+            warn!("cannot refresh the query planner's statistics: {e}; trying again in {retry}h");
+        }
+    }
+
+    async fn check_auto_vacuum(&self) {
         match self.store.auto_vacuum().await {
             Ok(2) => {}
             Ok(_) => info!(
@@ -70,23 +112,29 @@ impl Retention {
             ),
             Err(e) => debug!("cannot read auto_vacuum: {e}"),
         }
-        let mut pause = FIRST_PURGE_DELAY;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            if let Err(e) = self.purge(&shutdown).await {
-                warn!(
-                    "retention purge failed: {e}; trying again in {}h",
-                    PURGE_INTERVAL.as_secs() / 3_600
-                );
-            }
-            pause = PURGE_INTERVAL;
-        }
     }
 
-    /// One purge over every topic, then hands freed pages back. Stops early on `shutdown`.
+    /// Deletes the rule runs older than `database.rule_runs_keep`, a batch at a time; returns how many
+    /// went. Stops early on `shutdown`.
+    pub async fn purge_rule_runs(&self, shutdown: &CancellationToken) -> Result<u64, StoreError> {
+        let keep = i64::try_from(self.rule_runs_keep.as_millis()).unwrap_or(i64::MAX);
+        let before = now_millis().saturating_sub(keep);
+        let mut purged = 0;
+        while !shutdown.is_cancelled() {
+            let deleted = self.store.purge_rule_runs(before, RULE_RUN_BATCH_ROWS).await?;
+            purged += deleted;
+            if deleted < RULE_RUN_BATCH_ROWS as u64 {
+                break;
+            }
+            tokio::time::sleep(BATCH_PAUSE).await;
+        }
+        if purged > 0 {
+            info!(purged, "old rule runs purged (database.rule_runs_keep)");
+        }
+        Ok(purged)
+    }
+
+    /// One retention purge over every topic, then hands freed pages back. Stops early on `shutdown`.
     pub async fn purge(&self, shutdown: &CancellationToken) -> Result<PurgeReport, StoreError> {
         let now = now_millis();
         let mut report = PurgeReport::default();
@@ -124,7 +172,7 @@ impl Retention {
     }
 
     fn keep(&self, topic: &str) -> Option<Duration> {
-        keep_for(&self.rules, topic)
+        keep_for(&self.retention, topic)
     }
 
     /// Hands free pages back in steps, pausing between them like the deletes.

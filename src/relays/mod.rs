@@ -1,10 +1,15 @@
 //! Relays on the Pi's GPIO pins, and the only module that knows rppal.
 //!
-//! Two sides: the [`model`] lives on the rule thread and decides (interlocks, `on_for`, `max_on`,
-//! commands from MQTT), so rules see a relay's state at once and scenario tests need no hardware; a
-//! [`RelayBackend`] on the actions stage drives the pins. [`rppal`](self::rppal) is the real one;
-//! [`simulated`] records every write with its time, for machines without a GPIO chip and for tests.
+//! Two sides: the [`model`] lives on the rule thread and decides (interlocks, `on_for`, `max_on`), with
+//! the [`commands`] from MQTT and the start states handled there too, so rules see a relay's state at
+//! once and scenario tests need no hardware; Home Assistant [`discovery`] is published at start. On the
+//! actions stage, the [`driver`] drives the pins through a [`RelayBackend`]: [`rppal`](self::rppal) is
+//! the real one; [`simulated`] records every write with its time, for machines without a GPIO chip and
+//! for tests. The settings are in [`crate::config::gpio`].
 
+pub mod commands;
+pub mod discovery;
+pub mod driver;
 pub mod model;
 pub mod rppal;
 pub mod simulated;

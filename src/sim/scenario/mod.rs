@@ -3,7 +3,7 @@
 //! this way before trusting it with the heating; a week runs in milliseconds.
 //!
 //! The format is in PRODUCT.md. [`file`] reads it; [`run`] plays it against a [`Simulation`]
-//! (crate::simulation::Simulation) on a scratch history, so nothing real is touched.
+//! (crate::sim::Simulation) on a scratch history, so nothing real is touched.
 
 pub mod file;
 pub mod run;

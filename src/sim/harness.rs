@@ -1,21 +1,19 @@
-//! Rules on virtual time, with a real history file and no broker: what scheduler tests, and later
-//! `homewright test` and `replay`, drive. Messages go into the history as ingest would store them,
-//! outputs are recorded as the actions stage would record them (but nothing is published), and time
+//! Rules on virtual time, with a real history file and no broker: what the scheduler tests,
+//! `homewright test` and `homewright replay` drive. Messages go into the history as ingest would store them,
+//! outputs are recorded as the recorder would record them (but nothing is published), and time
 //! moves only when the driver moves it.
 
 use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::actions::recorder;
-use crate::actions::recorder::Record;
 use crate::config::gpio::GpioConfig;
 use crate::event::{Action, Event, Message, Output, RuleRun};
-use crate::gpio::model::RelayModel;
+use crate::recorder;
+use crate::relays::model::RelayModel;
 use crate::rules::{Diagnostic, Limits, RuleSet, Services};
 use crate::scheduler::{Clock, Location};
-use crate::store::audit::AuditBatch;
-use crate::store::{HistoryReader, Store, StoreError};
+use crate::store::{HistoryReader, RecordBatch, Store, StoreError};
 
 /// Why a simulation could not start.
 #[derive(Debug, thiserror::Error)]
@@ -270,18 +268,18 @@ impl Simulation {
         self.record_to_history = false;
     }
 
-    /// Writes outputs to the history as the actions stage's recorder would, then keeps them in the log.
+    /// Writes outputs to the history as the recorder would, then keeps them in the log.
     fn record(&mut self, outputs: Vec<Output>) -> Result<(), StoreError> {
         if !self.record_to_history {
             self.log.extend(outputs);
             return Ok(());
         }
-        let mut batch = AuditBatch::default();
+        let mut batch = RecordBatch::default();
         for output in &outputs {
-            recorder::add(&mut batch, Record::of(output.clone()));
+            recorder::add(&mut batch, output.clone());
         }
         if !batch.is_empty() {
-            self.runtime.block_on(self.store.write_audit(&batch))?;
+            self.runtime.block_on(self.store.write_records(&batch))?;
         }
         self.log.extend(outputs);
         Ok(())

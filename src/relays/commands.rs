@@ -1,5 +1,5 @@
-//! The engine's own relay handling on the rule thread: each relay's state driven and published at
-//! start (and Home Assistant discovery), commands from `<base_topic>/relay/<name>/set` (and the CLI's
+//! The engine's own relay handling on the rule thread (methods of [`RuleSet`]): each relay's state
+//! driven and published at start (and Home Assistant [`discovery`]), commands from `<base_topic>/relay/<name>/set` (and the CLI's
 //! topic), and the `on_for`/`max_on` deadlines.
 
 use std::collections::HashMap;
@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use super::set::RuleSet;
+use super::discovery;
+use super::model::{Cause, Op, RelayModel, RelayState};
 use crate::config::gpio::GpioConfig;
 use crate::event::{Action, Message, Output};
-use crate::gpio::model::{Cause, Op, RelayModel, RelayState};
+use crate::rules::RuleSet;
 use crate::scheduler::Due;
 
 impl RuleSet {
@@ -27,7 +28,7 @@ impl RuleSet {
     }
 
     /// At start: every relay's state driven and published, its deadlines queued, and discovery.
-    pub(super) fn start_relays(&self, outputs: &mut Vec<Output>) {
+    pub(crate) fn start_relays(&self, outputs: &mut Vec<Output>) {
         let model = self.host.relays();
         let now = self.clock.now();
         for relay in &model.config().relays {
@@ -54,7 +55,7 @@ impl RuleSet {
         }
         if model.config().homeassistant_discovery {
             for relay in &model.config().relays {
-                let (topic, payload) = self.discovery(&relay.name);
+                let (topic, payload) = discovery::config(&self.base_topic, &relay.name);
                 let action = Action::Publish {
                     topic,
                     payload,
@@ -70,31 +71,9 @@ impl RuleSet {
         }
     }
 
-    /// Home Assistant's MQTT discovery config for a relay: it appears there as a switch.
-    fn discovery(&self, name: &str) -> (String, Bytes) {
-        let base = &self.base_topic;
-        let config = serde_json::json!({
-            "name": name,
-            "unique_id": format!("{base}_{name}"),
-            "object_id": format!("{base}_{name}"),
-            "command_topic": format!("{base}/relay/{name}/set"),
-            "state_topic": format!("{base}/relay/{name}"),
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "availability_topic": format!("{base}/status"),
-            "payload_available": "online",
-            "payload_not_available": "offline",
-            "device": { "identifiers": [base], "name": base, "manufacturer": "homewright" },
-        });
-        (
-            format!("homeassistant/switch/{base}/{name}/config"),
-            Bytes::from(config.to_string()),
-        )
-    }
-
     /// A command on a relay's set topic (`ON`, `OFF`, `TOGGLE`, any case); returns whether `message` was
     /// one (rules still see it as any other message).
-    pub(super) fn relay_command(&self, message: &Message, outputs: &mut Vec<Output>) {
+    pub(crate) fn relay_command(&self, message: &Message, outputs: &mut Vec<Output>) {
         let base = &self.base_topic;
         // Checked on every message, so without building the prefixes each time.
         let Some(rest) = message.topic.strip_prefix(base.as_str()) else {
@@ -149,7 +128,7 @@ impl RuleSet {
     }
 
     /// A relay deadline fell due: switch it off if it is still current.
-    pub(super) fn relay_deadline(&self, name: &str, at: i64, outputs: &mut Vec<Output>) {
+    pub(crate) fn relay_deadline(&self, name: &str, at: i64, outputs: &mut Vec<Output>) {
         let Some(cause) = self.host.relays().due(name, at) else {
             return;
         };

@@ -11,7 +11,7 @@ use crate::config::units::parse_duration;
 use crate::event::RuleRun;
 use crate::scheduler::Location;
 use crate::scheduler::when::{format_local, parse_instant};
-use crate::simulation::{Options, RuleSource, Simulation};
+use crate::sim::{Options, RuleSource, Simulation};
 
 /// Rule runs shown before a failing step.
 const TRACE_RUNS: usize = 8;

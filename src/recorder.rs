@@ -1,5 +1,8 @@
-//! Writes the audit trail (`actions`, `rule_runs`, `store`) in batched transactions, retrying a failed
-//! commit so a busy or full disk delays the trail instead of losing it.
+//! The recorder stage: turns what rule runs produced (every [`Output`] but the actions still to be
+//! performed) into the trace (`actions`, `rule_runs`) and the rules' durable state (`store`, `timers`,
+//! `trigger_runs`, `relays`), and writes them in batched transactions, retrying a failed commit so a
+//! busy or full disk delays the trail instead of losing it. It owns the conversion from a rule's output
+//! to the store's rows: rules know nothing of the rows, the store nothing of rules' outputs.
 
 use std::time::Duration;
 
@@ -7,12 +10,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use crate::event::RuleRun;
-use crate::event::TimerRecord;
-use crate::store::Store;
-use crate::store::audit::{ActionRecord, AuditBatch, TimerOp};
+use bytes::Bytes;
 
-/// Groups of records waiting for the recorder; when full, the rule thread and the actions stage wait.
+use crate::event::{Action, Output};
+use crate::store::state::TimerOp;
+use crate::store::trace::ActionRecord;
+use crate::store::{RecordBatch, Store};
+
+/// Groups of outputs waiting for the recorder; when full, the rule thread and the actions stage wait.
 /// The rule thread sends what a burst of events produced as one group (at most a record per rule run of
 /// its `DRAIN` events, and what those runs persisted), the actions stage one record at a time: sending
 /// every run's record alone was the rule thread's costliest step after Rhai itself (`perf`).
@@ -29,32 +34,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Write attempts once the input is closed, before giving up on the last batch.
 const ATTEMPTS_WHEN_STOPPING: u32 = 3;
 
-/// One row for the audit trail.
-#[derive(Debug)]
-pub enum Record {
-    Action(ActionRecord),
-    Run(RuleRun),
-    Store {
-        key: String,
-        value: String,
-    },
-    TimerSet(TimerRecord),
-    TimerDone(i64),
-    TriggerRan {
-        rule: String,
-        trigger: String,
-        ts: i64,
-    },
-    RelayState {
-        name: String,
-        state: crate::gpio::model::RelayState,
-    },
-}
-
 /// The recorder stage. Ends when its input closes, after writing what it holds.
 pub struct Recorder {
     pub store: Store,
-    pub input: mpsc::Receiver<Vec<Record>>,
+    pub input: mpsc::Receiver<Vec<Output>>,
 }
 
 impl Recorder {
@@ -62,7 +45,7 @@ impl Recorder {
     pub async fn run(mut self) {
         let mut open = true;
         while open {
-            let mut batch = AuditBatch::default();
+            let mut batch = RecordBatch::default();
             open = self.fill(&mut batch).await;
             if !batch.is_empty() {
                 self.write(&batch, !open).await;
@@ -75,16 +58,16 @@ impl Recorder {
     /// [`MAX_BATCH_AGE`] old. Waiting on the channel for each record instead would wake the recorder for
     /// every rule run (a futex and a context switch each), which at full message rate cost more CPU
     /// than writing the rows.
-    async fn fill(&mut self, batch: &mut AuditBatch) -> bool {
+    async fn fill(&mut self, batch: &mut RecordBatch) -> bool {
         let Some(first) = self.input.recv().await else {
             return false;
         };
-        first.into_iter().for_each(|record| add(batch, record));
+        first.into_iter().for_each(|output| add(batch, output));
         let deadline = Instant::now() + MAX_BATCH_AGE;
         loop {
             while batch.len() < MAX_BATCH {
                 match self.input.try_recv() {
-                    Ok(records) => records.into_iter().for_each(|record| add(batch, record)),
+                    Ok(outputs) => outputs.into_iter().for_each(|output| add(batch, output)),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }
@@ -97,11 +80,11 @@ impl Recorder {
         }
     }
 
-    async fn write(&self, batch: &AuditBatch, stopping: bool) {
+    async fn write(&self, batch: &RecordBatch, stopping: bool) {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.store.write_audit(batch).await {
+            match self.store.write_records(batch).await {
                 Ok(()) => return,
                 Err(e) if stopping && attempts >= ATTEMPTS_WHEN_STOPPING => {
                     error!(
@@ -122,22 +105,48 @@ impl Recorder {
     }
 }
 
-/// Adds one record to a batch.
-pub fn add(batch: &mut AuditBatch, record: Record) {
-    match record {
-        Record::Action(action) => batch.actions.push(action),
-        Record::Run(run) => batch.runs.push(run),
-        Record::Store { key, value } => {
+/// Adds what a rule run produced to a batch (an action: once it was performed).
+pub fn add(batch: &mut RecordBatch, output: Output) {
+    match output {
+        Output::Action { rule, ts, action } => batch.actions.push(action_row(&rule, ts, action)),
+        Output::Run(run) => batch.runs.push(run),
+        Output::StoreSet { key, value } => {
             batch.store.insert(key, value);
         }
-        Record::TimerSet(timer) => batch.timers.push(TimerOp::Set(timer)),
-        Record::TimerDone(id) => batch.timers.push(TimerOp::Done(id)),
-        Record::RelayState { name, state } => {
+        Output::TimerSet(timer) => batch.timers.push(TimerOp::Set(timer)),
+        Output::TimerDone { id } => batch.timers.push(TimerOp::Done(id)),
+        Output::RelayState { name, state } => {
             batch.relays.insert(name, state);
         }
-        Record::TriggerRan { rule, trigger, ts } => {
-            let last = batch.trigger_runs.entry((rule, trigger)).or_insert(ts);
+        Output::TriggerRan { rule, trigger, ts } => {
+            let last = batch
+                .trigger_runs
+                .entry((rule.to_string(), trigger))
+                .or_insert(ts);
             *last = (*last).max(ts);
         }
+    }
+}
+
+/// The `actions` row of a performed action.
+fn action_row(rule: &str, ts: i64, action: Action) -> ActionRecord {
+    match action {
+        Action::Publish { topic, payload, .. } => ActionRecord {
+            ts,
+            rule: rule.to_string(),
+            kind: "publish",
+            target: topic,
+            value: payload,
+            // Rules have names; the engine's own publishes (state, discovery) have none.
+            cause: if rule.is_empty() { "engine" } else { "rule" },
+        },
+        Action::Relay { name, on, cause } => ActionRecord {
+            ts,
+            rule: rule.to_string(),
+            kind: "relay",
+            target: name,
+            value: Bytes::from_static(if on { b"ON" } else { b"OFF" }),
+            cause,
+        },
     }
 }

@@ -1,6 +1,6 @@
-//! The SQL of the retention purge: which topics exist, deleting one topic's old messages a batch at a
-//! time, and handing freed pages back to the file system. The policy (which topic keeps how long, how
-//! often, how fast) is in [`crate::retention`].
+//! The SQL of housekeeping: which topics exist, deleting one topic's old messages or old rule runs a
+//! batch at a time, and handing freed pages back to the file system. The policy (which topic keeps how
+//! long, how often, how fast) is in [`crate::housekeeping`].
 
 use sqlx::{AssertSqlSafe, Row};
 
@@ -53,5 +53,17 @@ impl Store {
     pub async fn auto_vacuum(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("PRAGMA auto_vacuum").fetch_one(&self.pool).await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// Deletes up to `batch` rule runs older than `before` (unix ms); returns how many went.
+    pub async fn purge_rule_runs(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM rule_run_rows WHERE id IN (SELECT id FROM rule_run_rows WHERE ts < ? ORDER BY id LIMIT ?)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }

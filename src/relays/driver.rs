@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::gpio::{GpioConfig, OnStop};
-use crate::gpio::RelayBackend;
+use crate::relays::RelayBackend;
 
 /// The relays' pins and the state last driven.
 pub struct RelayDriver {

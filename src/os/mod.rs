@@ -1,0 +1,5 @@
+//! What the engine asks of the operating system: systemd's readiness and watchdog notifications, and
+//! the kernel's scheduling policy for the threads that must never delay the others.
+
+pub mod systemd;
+pub mod thread_policy;
