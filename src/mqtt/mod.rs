@@ -3,9 +3,10 @@
 //! Two connections, as in vector's MQTT source and sink: the [`subscriber`] ingests (persistent
 //! session, manual acknowledgements) and the [`publisher`] sends what rules ask for plus the engine's
 //! status. Ingest -> rules -> publish can therefore never wait on itself through one client's bounded
-//! request channel.
+//! request channel. Where they reach past rumqttc's API, they do it through [`rumqttc_ext`].
 
 pub mod publisher;
+pub mod rumqttc_ext;
 pub mod subscriber;
 mod tls;
 pub mod topic;

@@ -37,6 +37,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::rumqttc_ext;
 use super::subscriber::LinkState;
 use super::{TlsError, network_options, options, qos};
 use crate::config::MqttConfig;
@@ -301,10 +302,10 @@ impl Publisher {
         // of its new window, and that row would wait forever for an acknowledgement, stalling the
         // outbox. Nothing in them is needed: what was not acknowledged is in `pending` (and spilled
         // below), and the replay starts over.
-        self.eventloop.state.events.clear();
+        rumqttc_ext::forget_unpolled_events(&mut self.eventloop);
         let mut kept = VecDeque::new();
         let mut spilled = Vec::new();
-        for request in self.eventloop.pending.drain(..) {
+        for request in rumqttc_ext::take_pending(&mut self.eventloop) {
             match request {
                 Request::Publish(publish) => {
                     // Status is announced again on the next ConnAck, and `offline` is the will.
@@ -322,7 +323,7 @@ impl Publisher {
                 other => kept.push_back(other),
             }
         }
-        self.eventloop.pending = kept;
+        rumqttc_ext::requeue(&mut self.eventloop, kept);
         self.replay = Replay::default();
         if !spilled.is_empty() {
             info!(
@@ -362,7 +363,7 @@ impl Publisher {
             publish.retain = queued.retain;
             self.replay.cursor = id;
             self.replay.unsent.push_back((id, publish.clone()));
-            self.eventloop.pending.push_back(Request::Publish(publish));
+            rumqttc_ext::requeue(&mut self.eventloop, [Request::Publish(publish)]);
         }
     }
 
@@ -462,17 +463,10 @@ impl Replay {
             && self.held.is_none()
     }
 
-    /// Whether a publish rumqttc returned is one of the window's rows (which stay in the outbox). The
-    /// payload is the same allocation rumqttc was given, so its address identifies it; an empty payload
-    /// has none, and is matched by topic, QoS and retain instead.
+    /// Whether a publish rumqttc returned is one of the window's rows (which stay in the outbox); see
+    /// [`rumqttc_ext::same_publish`] for how it is recognised.
     fn owns(&self, publish: &rumqttc::Publish) -> bool {
-        let same = |row: &rumqttc::Publish| {
-            row.topic == publish.topic
-                && row.qos == publish.qos
-                && row.retain == publish.retain
-                && row.payload.len() == publish.payload.len()
-                && (row.payload.is_empty() || row.payload.as_ptr() == publish.payload.as_ptr())
-        };
+        let same = |row: &rumqttc::Publish| rumqttc_ext::same_publish(row, publish);
         self.unsent.iter().any(|(_, row)| same(row))
             || self.awaiting.values().any(|(_, row)| same(row))
             || self.held.as_ref().is_some_and(|(_, (_, row))| same(row))

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::rumqttc_ext::{self, DirectWriteError};
 use super::{Backoff, TlsError, describe, network_options, options, qos};
 use crate::config::MqttConfig;
 use crate::event::{Event, Message, now_millis};
@@ -212,36 +213,19 @@ impl Subscriber {
     /// sends those messages again if it kept the session. When the write fails or times out the
     /// connection is failing too, and the next poll reports it.
     ///
-    /// Written straight to the connection, not through rumqttc's state: for a PUBACK or PUBREC the
-    /// state keeps no account (a QoS 2 message's id is recorded when the message comes in, which is
-    /// what its PUBREL is checked against); it only queues an event per acknowledgement, and this loop
-    /// would then take those events one turn of the loop each (issue 7).
+    /// Written straight to the connection ([`rumqttc_ext::write_direct`]), not through rumqttc's
+    /// state: the state would only queue an event per acknowledgement, and this loop would then take
+    /// those events one turn of the loop each, which at full message rate cost a poll per message.
     async fn write_acks(&mut self, tokens: &[AckToken], connection: u64) {
-        let EventLoop {
-            network,
-            network_options,
-            ..
-        } = &mut self.eventloop;
-        let Some(network) = network.as_mut() else {
-            debug!(
+        let packets = tokens.iter().filter_map(|token| ack_packet(token, connection));
+        match rumqttc_ext::write_direct(&mut self.eventloop, packets).await {
+            Ok(()) => {}
+            Err(DirectWriteError::NotConnected) => debug!(
                 acks = tokens.len(),
                 "not connected: the broker sends these messages again"
-            );
-            return;
-        };
-        // A write waits for the socket once rumqttc's buffer is full: bounded like rumqttc's own, so a
-        // stuck connection cannot hold up this loop (and the stop) for good.
-        let timeout = Duration::from_secs(network_options.connection_timeout());
-        let write = async {
-            for packet in tokens.iter().filter_map(|token| ack_packet(token, connection)) {
-                network.write(packet).await?;
-            }
-            network.flush().await
-        };
-        match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!("cannot write acknowledgements: {e}"),
-            Err(_) => debug!("writing acknowledgements timed out"),
+            ),
+            Err(DirectWriteError::TimedOut(_)) => debug!("writing acknowledgements timed out"),
+            Err(e @ DirectWriteError::Failed(_)) => debug!("cannot write acknowledgements: {e}"),
         }
     }
 

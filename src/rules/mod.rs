@@ -9,6 +9,7 @@ pub mod api;
 pub mod diagnostic;
 pub mod engine;
 pub mod host;
+mod lifecycle;
 mod persist;
 mod set;
 mod timed;

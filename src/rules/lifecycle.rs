@@ -1,0 +1,81 @@
+//! A rule's life while the engine runs: an edited, new or removed rule file is picked up (the rule
+//! thread's watcher sends [`Event::RuleFile`](crate::event::Event::RuleFile) once a save settles).
+//! Loading at start is [`RuleSet::load_dir`]; this is what changes after.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::set::RuleSet;
+use crate::event::Output;
+
+impl RuleSet {
+    /// Picks up an edited, new or removed rule file while running. A file that no longer compiles keeps
+    /// its last good version running; a removed file's triggers and timers go away. A reloaded rule's
+    /// `on_start` triggers run, since its state starts afresh.
+    pub(super) fn reload(&mut self, path: &std::path::Path, outputs: &mut Vec<Output>) {
+        let name: Arc<str> = path
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+            .into();
+        if !path.exists() {
+            if self.rule(&name).is_some() {
+                self.unload(&name, outputs);
+                info!(rule = %name, "{} was removed: its triggers and timers are gone", path.display());
+            }
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let seen = self.rule(&name).is_some_and(|rule| rule.source() == text);
+        if seen || self.last_failed.get(&*name) == Some(&text) {
+            return; // another event for the same save, or the same broken text again
+        }
+        match self.load_file(path) {
+            Ok(()) => {
+                info!(rule = %name, "{} reloaded", path.display());
+                self.last_failed.remove(&*name);
+                self.drop_orphaned_timers(&name, outputs);
+                if let Some(rule) = self.rule(&name) {
+                    self.run_on_start(rule, outputs);
+                }
+            }
+            Err(problem) => {
+                self.last_failed.insert(name.to_string(), text);
+                let kept = if self.rule(&name).is_some() {
+                    "the last good version keeps running"
+                } else {
+                    "it is not loaded"
+                };
+                tracing::error!("{problem} ({kept}){}", problem.snippet());
+            }
+        }
+    }
+
+    /// After a reload: pending timers whose closure no longer exists in the new text cannot run; they are
+    /// dropped with a warning, as at a restart.
+    fn drop_orphaned_timers(&self, name: &str, outputs: &mut Vec<Output>) {
+        let Some(rule) = self.rule(name) else { return };
+        let functions: std::collections::HashSet<String> =
+            rule.ast.iter_functions().map(|f| f.name.to_string()).collect();
+        for id in self
+            .host
+            .take_timers_of_where(name, |callback| !functions.contains(callback))
+        {
+            warn!(
+                rule = name,
+                "a pending timer is dropped: its closure changed in the edited rule"
+            );
+            outputs.push(Output::TimerDone { id });
+        }
+    }
+
+    fn unload(&mut self, name: &str, outputs: &mut Vec<Output>) {
+        self.rules.retain(|r| &*r.name != name);
+        self.forget_routes();
+        self.host.unschedule_rule(name);
+        for id in self.host.take_timers_of(name) {
+            outputs.push(Output::TimerDone { id });
+        }
+    }
+}
