@@ -68,7 +68,7 @@ pub fn start(
         .name(BROKER_THREAD.into())
         .spawn(move || {
             // Whatever thread starts it, the broker and the threads it spawns are ordinary ones: they
-            // feed the engine's batch threads, as Mosquitto does (src/sched.rs). `Broker::new` already
+            // feed the engine's batch threads, as Mosquitto does (src/os/thread_policy.rs). `Broker::new` already
             // spawns rumqttd's router thread, so it comes after the reset.
             crate::os::thread_policy::ordinary_current_thread();
             let mut broker = Broker::new(config);

@@ -3,29 +3,35 @@
 //! ```text
 //! broker -> mqtt::subscriber -+-> ingest -> store (messages; ack after commit)
 //!                             |
-//!                             +-> rules (Rhai, own thread) -> actions -+-> mqtt::publisher -> broker
-//!                                  ^                                   +-> recorder -> store (audit)
-//!                   scheduler -----+ (deadlines drained on the rule thread)
+//!                             +-> rules (Rhai, own thread) -+-> actions (ActionRequest) -+-> mqtt::publisher -> broker
+//!                                  ^                        |                            +-> relays::driver (GPIO)
+//!                   scheduler -----+                        |                            |
+//!                   (deadlines drained on the rule thread)  +-> recorder <---------------+ (performed actions)
+//!                                                                  |  (Output: runs, store_set, timers, relay states)
+//!                                                                  +-> store (trace + state, one transaction)
+//!                                           housekeeping -> store (retention, old rule runs)
 //! ```
 //!
+//! In data-flow order (`docs/architecture.md` has the whole map):
 //! - [`config`]: `homewright.yaml`, raw then validated, every problem at once.
 //! - [`broker`]: the embedded rumqttd, with its own port check.
-//! - [`mqtt`]: the subscriber (ingest source, manual acks) and publisher connections; topic filters.
+//! - [`mqtt`]: the subscriber (ingest source, manual acks) and publisher (outbox) connections, topic
+//!   filters, and every reach into rumqttc's internals (`mqtt::rumqttc_ext`).
 //! - [`ingest`]: batches received messages into the store and acknowledges them after commit.
-//! - [`rules`]: the hardened Rhai engine, the rule API, loading, and the rule thread.
+//! - [`event`]: what crosses the stages: messages, events, a rule run's output, an action request.
+//! - [`rules`]: the hardened Rhai engine, the rule API, loading and reloading, and the rule thread.
 //! - [`scheduler`]: the clock (wall or virtual), the deadline queue, every/cron/sun calendars.
-//! - [`scenario`]: scenario files for `homewright test`, played on a simulation.
-//! - [`simulation`]: rules on virtual time over a real history file, without a broker.
-//! - [`actions`]: performs what rules asked for and records it, with every rule run.
-//! - [`gpio`]: relays: the decision model (rule thread) and the rppal or simulated backend (actions).
-//! - [`store`]: SQLite via sqlx: migrations, batched writes, the outbox, the read-only history.
-//! - [`retention`]: deletes messages older than `database.retention` allows, in small batches.
-//! - [`event`]: what crosses the stages.
-//! - [`maintenance`]: purges old rule-run traces in small batches.
+//! - [`actions`]: performs what rules asked for (publishes, relay switches), on a channel of actions only.
+//! - [`relays`]: the decision model (rule thread), MQTT commands, Home Assistant discovery, the driver
+//!   and its rppal or simulated backend.
+//! - [`recorder`]: turns rule outputs into trace and state rows and writes them in batches.
+//! - [`store`]: SQLite via sqlx: migrations, messages, the trace, the rules' state, the outbox,
+//!   housekeeping SQL, and the read-only history.
+//! - [`housekeeping`]: one stage for the retention purge and the purge of old rule runs.
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
+//! - [`sim`]: rules on virtual time over a real history file (scenarios, replay, tests).
 //! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
-//! - [`notify`]: systemd readiness, watchdog and stopping notifications.
-//! - [`sched`]: marks the rule thread and the history writer as batch threads for the kernel.
+//! - [`os`]: systemd notifications and the kernel's thread policy.
 //! - [`plot`]: a topic's history as an SVG/PNG chart or a terminal chart.
 //! - [`logging`]: log lines for a terminal, the systemd journal, or tools (JSON).
 //! - [`cli`]: the command line.

@@ -259,7 +259,7 @@ async fn a_taken_port_for_the_embedded_broker_is_an_error_naming_the_port_and_th
 }
 
 /// In the running service, every thread a message passes through is a SCHED_BATCH thread
-/// (src/sched.rs): the tokio worker, the rule thread and the history writer do not preempt the broker
+/// (src/os/thread_policy.rs): the tokio worker, the rule thread and the history writer do not preempt the broker
 /// that feeds them, nor each other. The embedded broker's threads stay ordinary ones.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

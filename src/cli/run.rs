@@ -31,7 +31,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The engine's runtime. Its threads are batch threads (src/sched.rs), like the rule thread and the
+/// The engine's runtime. Its threads are batch threads (src/os/thread_policy.rs), like the rule thread and the
 /// history writer: the worker wakes for every packet the broker sends, and as an ordinary thread each
 /// wake-up could preempt the broker, which then ran in short slices between them. As a batch thread
 /// it runs when a core is free or at the broker's next time slice, and reads what has arrived by then.

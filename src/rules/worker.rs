@@ -149,7 +149,7 @@ impl RuleWorker {
     }
 
     /// Hands outputs on. False when the actions stage is gone; a recorder that is gone only costs the
-    /// audit rows (logged once), as it did when records passed through the actions stage.
+    /// trace and state rows (logged once), as it did when records passed through the actions stage.
     fn send(&mut self, outputs: Vec<Output>) -> bool {
         for output in outputs {
             if let Output::Action { rule, ts, action } = output {
