@@ -14,6 +14,11 @@
 //! - `quick`: about a minute, smaller counts and a 1M-row history;
 //! - `ingest`: only the ingest rates and the disk figure, full counts (to try a change to the hot path);
 //! - `dispatch`: only the in-process rule dispatch (no broker), the loop to profile with callgrind;
+//! - `sdcard`: what the engine writes per stored message and its fsyncs per second at a house's rates
+//!   (2, 20 and 200 msg/s, QoS 0 and 1, 40 zigbee2mqtt-style topics, one rule reading every message),
+//!   through a Mosquitto with its default settings; about 5 minutes;
+//! - `latency`: a rule answering every message at 1,000 msg/s QoS 1 through a Mosquitto with its
+//!   default in-flight window of 20, beside a bare rumqttc echo; about a minute;
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -97,6 +102,14 @@ fn main() {
     }
     if mode == "soak" {
         runtime.block_on(soak());
+        return;
+    }
+    if mode == "sdcard" {
+        runtime.block_on(sdcard());
+        return;
+    }
+    if mode == "latency" {
+        runtime.block_on(latency_default_broker(plan));
         return;
     }
     if mode == "store" {
@@ -242,10 +255,18 @@ async fn bench(plan: Plan) {
         let (mut p50s, mut p99s, mut lost, mut bare50, mut bare99) =
             (Vec::new(), Vec::new(), 0u64, Vec::new(), Vec::new());
         for run in 0..plan.runs.min(3) {
-            let bare = bare_echo_latency(port, rate, plan.latency_seconds).await;
+            let bare = bare_echo_latency(port, rate, plan.latency_seconds, QoS::AtMostOnce).await;
             bare50.push(bare.p50);
             bare99.push(bare.p99);
-            let e = engine_latency(port, work.path(), rate, plan.latency_seconds, 200 + run).await;
+            let e = engine_latency(
+                port,
+                work.path(),
+                rate,
+                plan.latency_seconds,
+                200 + run,
+                QoS::AtMostOnce,
+            )
+            .await;
             p50s.push(e.p50);
             p99s.push(e.p99);
             lost += e.lost;
@@ -377,16 +398,21 @@ fn mosquitto_version() -> String {
 
 impl Mosquitto {
     fn start(dir: &Path) -> Mosquitto {
-        let port = free_port();
-        let config = dir.join("mosquitto.conf");
         // Nagle off toward clients (CRATES.md section 1); a window large enough that acknowledging after
         // commit does not stall delivery; no queue limit, so nothing is dropped while a client is busy.
+        Mosquitto::start_with(
+            dir,
+            "set_tcp_nodelay true\nmax_inflight_messages 10000\nmax_queued_messages 0\npersistence false\n",
+        )
+    }
+
+    /// A Mosquitto on a free port with `settings` (mosquitto.conf lines) after its listener.
+    fn start_with(dir: &Path, settings: &str) -> Mosquitto {
+        let port = free_port();
+        let config = dir.join("mosquitto.conf");
         std::fs::write(
             &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
-                 max_inflight_messages 10000\nmax_queued_messages 0\npersistence false\n"
-            ),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{settings}"),
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
@@ -963,13 +989,14 @@ async fn start_with(program: &Path, config: &Path, port: u16, id: &str, db: &Pat
 
 struct Latency {
     p50: f64,
+    p90: f64,
     p99: f64,
     lost: u64,
 }
 
 /// Publishes `rate` msg/s on the trigger topics for `seconds`, each carrying its send time, and
 /// measures when the answer on `echo/#` arrives.
-async fn latency(port: u16, rate: u32, seconds: u64) -> Latency {
+async fn latency(port: u16, rate: u32, seconds: u64, qos: QoS) -> Latency {
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
     let base = Instant::now();
     let sink = Arc::clone(&samples);
@@ -1001,12 +1028,7 @@ async fn latency(port: u16, rate: u32, seconds: u64) -> Latency {
         for _ in 0..per_tick {
             let payload = Bytes::from(base.elapsed().as_nanos().to_string());
             sender
-                .publish_bytes(
-                    format!("bench/trigger/{}", sent % 10),
-                    QoS::AtMostOnce,
-                    false,
-                    payload,
-                )
+                .publish_bytes(format!("bench/trigger/{}", sent % 10), qos, false, payload)
                 .await
                 .unwrap();
             sent += 1;
@@ -1027,28 +1049,29 @@ async fn latency(port: u16, rate: u32, seconds: u64) -> Latency {
     values.sort_by(|a, b| a.total_cmp(b));
     Latency {
         p50: percentile(&values, 0.5),
+        p90: percentile(&values, 0.9),
         p99: percentile(&values, 0.99),
         lost: total.saturating_sub(values.len() as u64),
     }
 }
 
-async fn bare_echo_latency(port: u16, rate: u32, seconds: u64) -> Latency {
-    let (_, echo, task) = subscriber(port, "bench/trigger/+", QoS::AtMostOnce, true, None).await;
-    let result = latency(port, rate, seconds).await;
+async fn bare_echo_latency(port: u16, rate: u32, seconds: u64, qos: QoS) -> Latency {
+    let (_, echo, task) = subscriber(port, "bench/trigger/+", qos, true, None).await;
+    let result = latency(port, rate, seconds, qos).await;
     let _ = echo.disconnect().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     task.abort();
     result
 }
 
-async fn engine_latency(port: u16, work: &Path, rate: u32, seconds: u64, run: usize) -> Latency {
+async fn engine_latency(port: u16, work: &Path, rate: u32, seconds: u64, run: usize, qos: QoS) -> Latency {
     let dir = work.join(format!("latency-{rate}-{run}"));
     std::fs::create_dir_all(&dir).unwrap();
     let id = format!("hwbench-l-{run}-{}", free_port());
     let db = dir.join("history.db");
     let config = engine_config(&dir, port, QoS::AtLeastOnce, &id, &db);
     let engine = Engine::start(&config, port, &id, &db).await;
-    let result = latency(port, rate, seconds).await;
+    let result = latency(port, rate, seconds, qos).await;
     engine.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -1456,4 +1479,267 @@ fn dispatch() {
         elapsed.as_secs_f64() * 1e6 / count as f64,
         count as f64 / elapsed.as_secs_f64()
     );
+}
+// ---------------------------------------------------------------------------------------------------
+// SD card wear: bytes written and fsyncs at a house's rate, through a Mosquitto with its defaults
+
+/// Topics of the house load: zigbee2mqtt-style sensors.
+const HOUSE_TOPICS: usize = 40;
+
+/// A zigbee2mqtt-style state message of about 110 bytes for sensor `i`, `n`-th message.
+fn house_payload(i: usize, n: usize) -> String {
+    format!(
+        "{{\"battery\":{},\"humidity\":{}.{},\"linkquality\":{},\"temperature\":{}.{},\"voltage\":{}}}",
+        60 + i % 40,
+        40 + n % 30,
+        n % 10,
+        100 + (n * 7) % 150,
+        18 + n % 6,
+        (n * 3) % 10,
+        2900 + (n * 13) % 200
+    )
+}
+
+fn house_topic(i: usize) -> String {
+    format!("zigbee2mqtt/sensor_{i:02}")
+}
+
+/// Mosquitto exactly as a package installs it: only a listener on a free port (its defaults:
+/// `max_inflight_messages 20`, `max_queued_messages 1000`, Nagle on, no persistence).
+fn default_mosquitto(dir: &Path) -> Mosquitto {
+    Mosquitto::start_with(dir, "")
+}
+
+/// The engine of the SD card figures: the house's one rule, reading every message's JSON and almost
+/// never publishing, and `bench/probe` so that [`Engine::wait_ingesting`] can tell it stores.
+fn house_config(dir: &Path, port: u16, qos: QoS, client_id: &str, db: &Path) -> PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("house.rhai"),
+        "on_message(\"zigbee2mqtt/+\", |msg| {\n    let t = msg.json?.temperature;\n    \
+         if t != () && t > 60.0 { publish(\"house/alert/\" + msg.parts[1], \"hot\"); }\n});\n",
+    )
+    .unwrap();
+    let config = dir.join("homewright.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {client_id}\n  \
+             subscribe: [\"zigbee2mqtt/#\", \"bench/probe\"]\n  qos: {}\n  base_topic: {client_id}\n\
+             broker:\n  embedded: false\ndatabase:\n  path: {}\n{}rules:\n  dir: {}\n",
+            qos as u8,
+            db.display(),
+            // HOMEWRIGHT_BENCH_COMMIT_INTERVAL: another database.commit_interval than the default.
+            std::env::var("HOMEWRIGHT_BENCH_COMMIT_INTERVAL")
+                .map(|v| format!("  commit_interval: {v}\n"))
+                .unwrap_or_default(),
+            rules.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Bytes the process caused to be written to storage so far (`write_bytes` of /proc/PID/io).
+fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+struct Wear {
+    bytes_per_message: f64,
+    raw_per_message: f64,
+    fsyncs_per_second: f64,
+    stored: i64,
+    sent: usize,
+}
+
+/// One point of the SD card figures: the house load at `rate` msg/s for `seconds`, the engine under
+/// strace counting its fsyncs. Bytes and fsyncs are counted from the first message of the load to its
+/// last, so start-up (migrations, the probe) is not in them.
+async fn wear_point(port: u16, work: &Path, qos: QoS, rate: u32, seconds: u64) -> Option<Wear> {
+    let dir = work.join(format!("wear-q{}-{rate}", qos as u8));
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = format!("hwbench-w-{}", free_port());
+    let db = dir.join("history.db");
+    let config = house_config(&dir, port, qos, &id, &db);
+    let trace = dir.join("strace.txt");
+    let wrapper = dir.join("traced.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec strace -f -qq --seccomp-bpf -e trace=fsync,fdatasync -o {} {} \"$@\"\n",
+            trace.display(),
+            binary()
+        ),
+    )
+    .unwrap();
+    let _ = Command::new("chmod").arg("+x").arg(&wrapper).status();
+    if Command::new("strace").arg("-V").output().is_err() {
+        println!("  strace is not installed: no fsync counts (apt-get install strace)");
+        return None;
+    }
+    let engine = start_with(&wrapper, &config, port, &id, &db).await;
+    // Let the start settle (the probe's commit, the planner statistics).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (client, mut eventloop) = client(port, &format!("bench-house-{}", free_port()), true);
+    let poll = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let total = rate as usize * seconds as usize;
+    let mut raw = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    tick.tick().await;
+    let bytes_before = write_bytes(engine.pid);
+    let fsyncs_before = count_lines(&trace);
+    let started = Instant::now();
+    for n in 0..total {
+        // Sensors in a shuffled order, as a house's clocks are not in step.
+        let sensor = (n * 17 + n / HOUSE_TOPICS) % HOUSE_TOPICS;
+        let topic = house_topic(sensor);
+        let payload = house_payload(sensor, n);
+        raw += topic.len() + payload.len();
+        client.publish(topic, qos, false, payload).await.unwrap();
+        tick.tick().await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let bytes = write_bytes(engine.pid) - bytes_before;
+    let fsyncs = count_lines(&trace) - fsyncs_before;
+    let _ = client.disconnect().await;
+    poll.abort();
+    engine.stop().await;
+    let pool = reader(&db).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE topic LIKE 'zigbee2mqtt/%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0);
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(Wear {
+        bytes_per_message: bytes as f64 / total as f64,
+        raw_per_message: raw as f64 / total as f64,
+        fsyncs_per_second: fsyncs as f64 / elapsed,
+        stored,
+        sent: total,
+    })
+}
+
+/// `sdcard` mode: what the engine writes at a house's rates, beside the targets.
+async fn sdcard() {
+    let work = tempfile::tempdir().unwrap();
+    let broker = default_mosquitto(work.path());
+    // HOMEWRIGHT_BENCH_SECONDS: seconds per point (default 40; 2 msg/s points run 1.5x as long).
+    let seconds: u64 = std::env::var("HOMEWRIGHT_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    println!(
+        "homewright SD card figures: 40 zigbee2mqtt topics, ~110-byte JSON, one rule reading every \
+         message; {}, default settings; {seconds} s per point",
+        mosquitto_version()
+    );
+    let mut report = Report { lines: Vec::new() };
+    println!();
+    println!("{:<44} {:<34} {:<26} verdict", "figure", "measured", "target");
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        for rate in [2u32, 20, 200] {
+            let secs = if rate == 2 { seconds * 3 / 2 } else { seconds };
+            let Some(w) = wear_point(broker.port, work.path(), qos, rate, secs).await else {
+                return;
+            };
+            let level = qos as u8;
+            let kb = w.bytes_per_message / 1000.0;
+            let at_house = rate == 20;
+            report.line(
+                &format!("written per message, {rate} msg/s QoS {level}"),
+                format!(
+                    "{kb:.2} KB ({:.1}x the {:.0} raw bytes)",
+                    w.bytes_per_message / w.raw_per_message,
+                    w.raw_per_message
+                ),
+                if at_house { "<= 1 KB (aim 0.45 KB, 4x)" } else { "" },
+                at_house.then_some(kb <= 1.0),
+            );
+            report.line(
+                &format!("  fsyncs per second, {rate} msg/s QoS {level}"),
+                format!("{:.2}", w.fsyncs_per_second),
+                if at_house { "<= 2" } else { "" },
+                at_house.then_some(w.fsyncs_per_second <= 2.0),
+            );
+            report.line(
+                &format!("  stored / sent, {rate} msg/s QoS {level}"),
+                format!("{} / {}", w.stored, w.sent),
+                "all",
+                Some(w.stored as usize >= w.sent),
+            );
+            let per_day = w.bytes_per_message * f64::from(rate) * 86_400.0 / 1e9;
+            report.line(
+                &format!("  written per day at {rate} msg/s QoS {level}"),
+                format!("{per_day:.2} GB"),
+                "",
+                None,
+            );
+        }
+    }
+    println!();
+    println!("summary");
+    for line in &report.lines {
+        println!("{line}");
+    }
+    drop(broker);
+}
+
+/// `latency` mode: a rule's answer to every message at 1,000 msg/s QoS 1 through a Mosquitto with its
+/// defaults (an in-flight window of 20), beside a bare rumqttc echo in the same run.
+async fn latency_default_broker(plan: Plan) {
+    let work = tempfile::tempdir().unwrap();
+    let broker = default_mosquitto(work.path());
+    let port = broker.port;
+    let mut report = Report { lines: Vec::new() };
+    let rate = 1_000;
+    let (mut p90s, mut p99s, mut lost, mut bare90, mut bare99) =
+        (Vec::new(), Vec::new(), 0u64, Vec::new(), Vec::new());
+    for run in 0..plan.runs.min(3) {
+        let bare = bare_echo_latency(port, rate, plan.latency_seconds, QoS::AtLeastOnce).await;
+        bare90.push(bare.p90);
+        bare99.push(bare.p99);
+        let e = engine_latency(
+            port,
+            work.path(),
+            rate,
+            plan.latency_seconds,
+            300 + run,
+            QoS::AtLeastOnce,
+        )
+        .await;
+        p90s.push(e.p90);
+        p99s.push(e.p99);
+        lost += e.lost;
+    }
+    println!(
+        "  (1000 msg/s QoS 1, Mosquitto defaults: engine p90 ms {}, p99 ms {}; bare echo p90 ms {}, p99 ms {})",
+        all(&p90s, 2),
+        all(&p99s, 2),
+        all(&bare90, 2),
+        all(&bare99, 2)
+    );
+    let (p90, p99) = (median(&mut p90s), median(&mut p99s));
+    let (b90, b99) = (median(&mut bare90), median(&mut bare99));
+    report.line(
+        "latency p90, 1,000 msg/s QoS 1, window 20",
+        format!("{p90:.2} ms (bare echo {b90:.2})"),
+        "",
+        None,
+    );
+    report.line(
+        "latency p99, 1,000 msg/s QoS 1, window 20",
+        format!("{p99:.2} ms (bare echo {b99:.2})"),
+        "<= 2 ms",
+        Some(p99 <= 2.0),
+    );
+    report.line("messages lost", format!("{lost}"), "0", Some(lost == 0));
 }

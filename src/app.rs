@@ -131,6 +131,7 @@ pub async fn run_with(
         Recorder {
             store: store.clone(),
             input: records_rx,
+            commit_interval: config.database.commit_interval,
         }
         .run(),
     );
@@ -193,7 +194,10 @@ pub async fn run_with(
     // gone, the rule thread ends.
     drop(rules_tx);
 
-    stages.spawn("ingest", Ingest::new(store.clone(), acker, ingest_rx).run());
+    stages.spawn(
+        "ingest",
+        Ingest::new(store.clone(), acker, ingest_rx, config.database.commit_interval).run(),
+    );
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
     let housekeeping = Housekeeping {
         store: store.clone(),

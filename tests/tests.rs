@@ -4,6 +4,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod commits;
 mod crash;
 mod database_faults;
 mod end_to_end;

@@ -65,6 +65,8 @@ pub struct RawDatabase {
     pub retention: Option<Vec<RawRetention>>,
     /// How long `rule_runs` rows are kept, e.g. `14d`.
     pub rule_runs_keep: Option<String>,
+    /// Longest a received message waits before it is committed, e.g. `10s`.
+    pub commit_interval: Option<String>,
 }
 
 /// `location:` for sunrise/sunset and local time.

@@ -43,6 +43,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
             raw.database.rule_runs_keep.as_deref(),
             Duration::from_secs(14 * 86_400),
         ),
+        commit_interval: check.commit_interval(&raw),
     };
     let rules = check.rules(&raw, &base_dir);
     let location = check.location(&raw);
@@ -126,6 +127,23 @@ impl Checker<'_> {
                 default
             }
         }
+    }
+
+    fn commit_interval(&mut self, raw: &RawConfig) -> Duration {
+        let key = "database.commit_interval";
+        let default = super::DEFAULT_COMMIT_INTERVAL;
+        let interval = self.duration(key, raw.database.commit_interval.as_deref(), default);
+        if interval > super::MAX_COMMIT_INTERVAL {
+            self.problem(
+                key,
+                format!(
+                    "at most {}s: a power cut loses up to this much of the QoS 0 messages",
+                    super::MAX_COMMIT_INTERVAL.as_secs()
+                ),
+            );
+            return default;
+        }
+        interval
     }
 
     fn broker(&mut self, raw: &RawConfig) -> BrokerConfig {
