@@ -567,6 +567,24 @@ mod tests {
     }
 
     #[test]
+    fn commit_interval_has_a_default_and_a_ceiling() {
+        let config = parse("database:\n  path: h.db\n").unwrap();
+        assert_eq!(
+            config.database.commit_interval,
+            crate::config::DEFAULT_COMMIT_INTERVAL
+        );
+        let config = parse("database:\n  commit_interval: 500ms\n").unwrap();
+        assert_eq!(config.database.commit_interval, Duration::from_millis(500));
+        let errors = parse("database:\n  commit_interval: 2m\n").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("database.commit_interval") && e.contains("at most 60s")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn embedded_broker_on_all_interfaces_is_reached_on_loopback() {
         let config = parse("broker:\n  listen: 0.0.0.0:18830\nmqtt:\n  host: elsewhere\n").unwrap();
         assert_eq!(
