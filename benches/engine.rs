@@ -1,4 +1,4 @@
-//! `cargo bench --bench engine`: homewright measured against the targets of issue 7, each figure printed
+//! `cargo bench --bench engine`: homewright measured against its performance targets, each figure printed
 //! beside its target.
 //!
 //! Everything goes through a real Mosquitto that the benchmark starts on a free port of 127.0.0.1
@@ -35,7 +35,7 @@ fn binary() -> String {
     std::env::var("HOMEWRIGHT_BENCH_BINARY").unwrap_or_else(|_| BUILT.to_string())
 }
 
-/// Rules loaded in every engine run (issue 7: "50 rules loaded").
+/// Rules loaded in every engine run: a large home's worth.
 const RULES: usize = 50;
 
 #[derive(Clone, Copy)]
@@ -80,7 +80,7 @@ fn main() {
             runs: 5,
             ingest_messages: 100_000,
             latency_seconds: 5,
-            // 1.05 GB: issue 7's start target asks for a 1 GB history (and its query targets for 10
+            // 1.05 GB: the start target asks for a 1 GB history (and its query targets for 10
             // million rows, which this exceeds).
             history_rows: 14_000_000,
             peak_messages: 200_000,
@@ -379,7 +379,7 @@ impl Mosquitto {
     fn start(dir: &Path) -> Mosquitto {
         let port = free_port();
         let config = dir.join("mosquitto.conf");
-        // Nagle off toward clients (CRATES.md section 1); a window large enough that acknowledging after
+        // Nagle off toward clients (as the engine sets it); a window large enough that acknowledging after
         // commit does not stall delivery; no queue limit, so nothing is dropped while a client is busy.
         std::fs::write(
             &config,

@@ -24,14 +24,14 @@ pub const MAX_BATCH: usize = 4_000;
 /// acknowledgements) assumed until a larger one is seen. MQTT 3.1.1 has no way to ask the broker.
 pub const ASSUMED_WINDOW: usize = 1_000;
 
-/// Fewest messages awaiting an acknowledgement that a batch may be closed for (see [`Ingest::window`]).
+/// Fewest messages awaiting an acknowledgement that a batch may be closed for (see `Ingest::window`).
 pub const MIN_UNACKED_PER_BATCH: usize = ASSUMED_WINDOW / 2;
 
 /// Longest a received message waits for its batch to fill before it is committed (and acknowledged).
 pub const MAX_BATCH_AGE: Duration = Duration::from_millis(50);
 
 /// How often a batch being filled looks for more messages; a tick in which none came closes it early
-/// (see [`fill`]).
+/// (see `Ingest::fill`).
 pub const GATHER_TICK: Duration = Duration::from_millis(1);
 
 /// Messages between the subscriber and ingest: two batches, so the stream keeps coming while one
@@ -176,7 +176,7 @@ impl Ingest {
     }
 }
 
-/// Most messages awaiting an acknowledgement in one batch, for a broker `window` (see [`Ingest::window`]).
+/// Most messages awaiting an acknowledgement in one batch, for a broker `window` (see `Ingest::window`).
 fn unacked_cap(window: usize) -> usize {
     (window / 2).clamp(MIN_UNACKED_PER_BATCH, MAX_BATCH)
 }

@@ -1,6 +1,6 @@
 //! The one place a Rhai engine is made, hardened the same way for `run`, `check` and tests: no module
 //! imports from disk, no `eval`, explicit limits (Rhai's own defaults differ between debug and release
-//! builds, CRATES.md section 3), output through `tracing`, and a wall-clock deadline per run.
+//! builds, so a rule tested in one could fail in the other), output through `tracing`, and a wall-clock deadline per run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

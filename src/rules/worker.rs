@@ -51,7 +51,7 @@ pub struct RuleWorker {
     /// Every other output, for the recorder. The recorder takes them on a tick, so sending one wakes
     /// nobody.
     pub records: mpsc::Sender<Vec<Output>>,
-    /// Outputs to record of the events taken since the last [`RuleWorker::flush`].
+    /// Outputs to record of the events taken since the last flush to the recorder.
     pub pending: Vec<Output>,
     /// Told once the rules are loaded and `on_start` has run.
     pub ready: Option<oneshot::Sender<()>>,
