@@ -49,6 +49,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// The recorder writing to `store` what arrives on `input`.
+    pub fn new(store: Store, input: mpsc::Receiver<Vec<Output>>, commit_interval: Duration) -> Recorder {
+        Recorder {
+            store,
+            input,
+            commit_interval,
+        }
+    }
+
     /// Batches and writes until the input closes.
     pub async fn run(mut self) {
         let mut open = true;
