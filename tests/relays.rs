@@ -251,3 +251,43 @@ async fn the_relay_command_switches_through_the_running_service() {
     engine.signal("TERM");
     assert_eq!(engine.wait().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_on_cancels_a_pending_on_for_and_a_later_on_for_does_not_limit_it_live() {
+    let mut setup = Setup::embedded().rule(
+        "porch",
+        r#"on_message("motion", |msg| { relay("porch").on_for("1s"); });
+           on_message("button", |msg| { relay("porch").on(); });"#,
+    );
+    setup.extra_config = GPIO_SECTION.into();
+    let engine = Engine::start(setup).await;
+    let client = Client::connect(engine.setup.port, "on-for-watch").await;
+    client.subscribe("homewright/relay/porch").await;
+    let next = || client.next_on("homewright/relay/porch", Duration::from_secs(10));
+    assert_eq!(&next().await.payload[..], b"OFF");
+    client.publish("motion", "", QoS::AtLeastOnce, false).await;
+    assert_eq!(&next().await.payload[..], b"ON");
+    client.publish("button", "", QoS::AtLeastOnce, false).await;
+    client.publish("motion", "", QoS::AtLeastOnce, false).await;
+    let state = "SELECT is_on, off_due IS NULL FROM relays WHERE name = 'porch'";
+    eventually(
+        "the button's on is persisted without an off time",
+        Duration::from_secs(10),
+        || async {
+            let rows = engine.query(state).await.rows;
+            (rows.len() == 1 && crate::support::text(&rows[0][1]) == "1").then_some(())
+        },
+    )
+    .await;
+    // Well past the on_for's second: still on, and no OFF was published.
+    assert!(
+        client
+            .try_next_on("homewright/relay/porch", Duration::from_secs(3))
+            .await
+            .is_none(),
+        "the relay switched after the button's on"
+    );
+    let rows = engine.query(state).await.rows;
+    assert_eq!(crate::support::text(&rows[0][0]), "1");
+    engine.stop().await;
+}
