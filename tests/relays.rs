@@ -291,3 +291,61 @@ async fn a_plain_on_cancels_a_pending_on_for_and_a_later_on_for_does_not_limit_i
     assert_eq!(crate::support::text(&rows[0][0]), "1");
     engine.stop().await;
 }
+
+/// Checked against Home Assistant's MQTT discovery schema: ids of `[a-zA-Z0-9_-]` (the node id in the
+/// topic and `unique_id`), `default_entity_id` as `switch.<slug>` instead of the removed `object_id`,
+/// an `origin`, the device's `sw_version`; and a relay removed from the config leaves no ghost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovery_follows_its_schema_and_clears_relays_that_are_gone() {
+    let Some(broker) = crate::support::mosquitto::Mosquitto::start().await else {
+        return;
+    };
+    let mut setup = Setup::external(broker.port);
+    setup.mqtt_options = "  base_topic: house/engine\n".into();
+    let gpio = |relays: &str| {
+        format!("gpio:\n  backend: simulated\n  relays:\n{relays}homeassistant:\n  discovery: true\n")
+    };
+    setup.extra_config = gpio("    porch: { pin: 17 }\n    Fan-2: { pin: 4 }\n");
+    let engine = Engine::start(setup).await;
+    let watch = Client::connect(broker.port, "ha-watch").await;
+    watch.subscribe("homeassistant/#").await;
+    let topic = "homeassistant/switch/house_engine/Fan-2/config";
+    let config: serde_json::Value =
+        serde_json::from_slice(&watch.next_on(topic, Duration::from_secs(10)).await.payload).unwrap();
+    let id = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let unique_id = config["unique_id"].as_str().unwrap();
+    assert!(unique_id.chars().all(id), "{unique_id}");
+    assert_eq!(unique_id, "house_engine_Fan-2");
+    assert_eq!(config["default_entity_id"], "switch.house_engine_fan_2");
+    assert!(config.get("object_id").is_none(), "{config}");
+    assert_eq!(config["origin"]["name"], "homewright");
+    assert_eq!(config["origin"]["sw_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(config["device"]["sw_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(config["device"]["identifiers"][0], "house_engine");
+    assert_eq!(config["command_topic"], "house/engine/relay/Fan-2/set");
+    assert_eq!(config["state_topic"], "house/engine/relay/Fan-2");
+    drop(watch);
+    let mut setup = engine.stop().await;
+
+    // Fan-2 is removed from the config: its retained config and state are gone from the broker.
+    setup.extra_config = gpio("    porch: { pin: 17 }\n");
+    let engine = Engine::start(setup).await;
+    let late = Client::connect(broker.port, "ha-late").await;
+    late.subscribe("homeassistant/#").await;
+    let states = Client::connect(broker.port, "ha-states").await;
+    states.subscribe("house/engine/relay/#").await;
+    let porch = late
+        .next_on(
+            "homeassistant/switch/house_engine/porch/config",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(porch.retain && !porch.payload.is_empty());
+    let ghost = late.try_next_on(topic, Duration::from_secs(2)).await;
+    assert!(ghost.is_none(), "a ghost switch: {ghost:?}");
+    let state = states
+        .try_next_on("house/engine/relay/Fan-2", Duration::from_secs(1))
+        .await;
+    assert!(state.is_none(), "a ghost state: {state:?}");
+    engine.stop().await;
+}

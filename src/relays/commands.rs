@@ -53,20 +53,44 @@ impl RuleSet {
         for (name, at) in model.deadlines() {
             self.host.schedule(at, Due::Relay { name: name.into() });
         }
-        if model.config().homeassistant_discovery {
+        let discovery = model.config().homeassistant_discovery;
+        let mut retained = |topic: String, payload: Bytes, rule: &str| {
+            let action = Action::Publish {
+                topic,
+                payload,
+                qos: 1,
+                retain: true,
+            };
+            outputs.push(Output::Action {
+                rule: rule.into(),
+                ts: now,
+                action,
+            });
+        };
+        if discovery {
             for relay in &model.config().relays {
                 let (topic, payload) = discovery::config(&self.base_topic, &relay.name);
-                let action = Action::Publish {
-                    topic,
-                    payload,
-                    qos: 1,
-                    retain: true,
-                };
-                outputs.push(Output::Action {
-                    rule: "homeassistant".into(),
-                    ts: now,
-                    action,
-                });
+                retained(topic, payload, "homeassistant");
+            }
+        }
+        // A relay removed from the config leaves its retained state (and discovery config) on the
+        // broker, and Home Assistant a ghost switch: an empty retained message deletes both.
+        let mut gone: Vec<&String> = self
+            .persisted
+            .relays
+            .keys()
+            .filter(|name| model.relay(name).is_none())
+            .collect();
+        gone.sort();
+        for name in gone {
+            info!(relay = %name, "no longer in gpio.relays: its retained state is cleared on the broker");
+            retained(format!("{}/relay/{name}", self.base_topic), Bytes::new(), "");
+            if discovery {
+                retained(
+                    discovery::topic(&self.base_topic, name),
+                    Bytes::new(),
+                    "homeassistant",
+                );
             }
         }
     }
