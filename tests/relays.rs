@@ -349,3 +349,69 @@ async fn home_assistant_discovery_follows_its_schema_and_clears_relays_that_are_
     assert!(state.is_none(), "a ghost state: {state:?}");
     engine.stop().await;
 }
+
+/// `homewright relay` while the service is down says it failed; the broker keeps the command for the
+/// service's session, and the service must not act on it when it starts again, long after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_command_the_cli_gave_up_on_never_switches_later_and_a_refusal_is_printed() {
+    let Some(broker) = crate::support::mosquitto::Mosquitto::start().await else {
+        return;
+    };
+    let mut setup = Setup::external(broker.port);
+    setup.extra_config = "gpio:\n  backend: simulated\n  relays:\n    porch: { pin: 17 }\n    cooler: { pin: 22, initial: on }\n    heater: { pin: 27, interlock: [cooler] }\n".into();
+    let log = setup.dir.path().join("engine.log");
+    let run = |args: &[&str]| {
+        let output = crate::support::homewright_command()
+            .current_dir(setup.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let engine = Process::start_logged(&setup, &log).await;
+    let (code, out, err) = run(&["relay", "porch", "On"]);
+    assert_eq!((code, out.as_str()), (Some(0), "porch is ON\n"), "{err}");
+    let (code, out, err) = run(&["relay", "porch", "OFF"]);
+    assert_eq!((code, out.as_str()), (Some(0), "porch is OFF\n"), "{err}");
+    let (code, _, err) = run(&["relay", "heater", "on"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("refused to switch heater on: it is interlocked with cooler"),
+        "{err}"
+    );
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
+
+    let (code, _, err) = run(&["relay", "porch", "on"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no answer about porch") && err.contains("will not switch later"),
+        "{err}"
+    );
+    let engine = Process::start_logged(&setup, &log).await;
+    let db = setup.db_path();
+    let cli = "SELECT value FROM actions WHERE cause = 'cli' ORDER BY id";
+    // The queued command arrives once the service is subscribed: it is either ignored (logged) or acted on.
+    eventually(
+        "the queued command is handled",
+        Duration::from_secs(10),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (text.contains("expired") || query(&db, cli).await.rows.len() > 2).then_some(())
+        },
+    )
+    .await;
+    let rows = query(&db, cli).await.rows;
+    let values: Vec<String> = rows.iter().map(|r| crate::support::text(&r[0])).collect();
+    assert_eq!(values, ["ON", "OFF"], "only the two answered commands switched");
+    let porch = query(&db, "SELECT is_on FROM relays WHERE name = 'porch'")
+        .await
+        .rows;
+    assert_eq!(crate::support::text(&porch[0][0]), "0");
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
+}
