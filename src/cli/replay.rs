@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::format::Format;
 use crate::config::{self, Config};
 use crate::event::{Action, Output, now_millis};
-use crate::rules::{Limits, rule_files};
-use crate::scheduler::when::{format_local, parse_since};
+use crate::rules::rule_files;
+use crate::scheduler::when::format_local;
 use crate::sim::{Options, RuleSource, Simulation};
 use crate::store::HistoryReader;
 
@@ -35,20 +35,13 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let config = config::load(args.config)?;
     let zone = config.location.timezone.clone();
     let now = now_millis();
-    let since = parse_since(args.since, &zone, now)
-        .map_err(anyhow::Error::msg)
-        .context("--since")?;
+    let since = super::time_arg("--since", args.since, &zone, now)?;
     let until = match args.until {
-        Some(until) => parse_since(until, &zone, now)
-            .map_err(anyhow::Error::msg)
-            .context("--until")?,
+        Some(until) => super::time_arg("--until", until, &zone, now)?,
         None => now,
     };
     let files = chosen_rules(&config, args.rules)?;
-    let db = args
-        .db
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| config.database.path.clone());
+    let db = super::history_path(args.db, Some(&config), args.config)?;
     let reading = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -56,18 +49,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let total = reading.block_on(reader.count_messages(since, until))?;
 
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
-    let limits = Limits {
-        max_operations: config.rules.max_operations,
-        timeout: config.rules.timeout,
-        max_string_size: 4 * config.mqtt.max_packet_size,
-    };
-    let options = Options {
-        location: config.location,
-        limits,
-        gpio: config.gpio.clone(),
-        base_topic: config.mqtt.base_topic.clone(),
-        scratch: true,
-    };
+    let options = Options::of(&config, true);
     let mut sim = Simulation::start_with(
         &scratch.path().join("replay.db"),
         RuleSource::Files(&files),
