@@ -126,8 +126,8 @@ impl RuleSet {
             // session): switching now would surprise whoever was told it failed.
             warn!(
                 topic = %message.topic,
-                "relay command {:?} expired {:.1} s ago (its sender stopped waiting for an answer): ignored",
-                command.op,
+                "relay command {} expired {:.1} s ago (its sender stopped waiting for an answer): ignored",
+                String::from_utf8_lossy(&message.payload),
                 (now - expires) as f64 / 1000.0
             );
             return;
