@@ -18,9 +18,6 @@ use crate::scheduler::when::format_local;
 use crate::sim::{Options, RuleSource, Simulation};
 use crate::store::HistoryReader;
 
-/// Messages read from the history at a time: bounded memory on any history size.
-const PAGE: i64 = 5_000;
-
 /// What to replay.
 pub struct Replay<'a> {
     pub config: &'a Path,
@@ -68,20 +65,19 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         zone: zone.clone(),
         actions: 0,
     };
-    printer.print(sim.take_outputs())?;
-    let mut after_id = reading.block_on(reader.id_before(since))?;
-    loop {
-        let page = reading.block_on(reader.messages_page(since, until, after_id, PAGE))?;
-        let Some((last_id, _)) = page.last() else { break };
-        after_id = *last_id;
-        for (_, message) in page {
-            sim.deliver(message)?;
-            printer.print(sim.take_outputs())?;
-            progress.inc(1);
-        }
-    }
-    sim.advance_to(until.min(now))?;
-    printer.print(sim.take_outputs())?;
+    crate::sim::replay::replay(
+        &mut sim,
+        &reader,
+        &reading,
+        (since, until, until.min(now)),
+        |outputs, message| -> anyhow::Result<()> {
+            printer.print(outputs)?;
+            if message {
+                progress.inc(1);
+            }
+            Ok(())
+        },
+    )?;
     progress.finish_and_clear();
     eprintln!(
         "replayed {total} messages from {} to {}: {} actions (nothing was performed)",
