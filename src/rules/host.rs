@@ -32,6 +32,15 @@ pub enum TriggerKind {
     Start,
     /// `on_change(filter, |old, new| ..)`: a topic's payload differs from its previous one.
     Change { filter: String },
+    /// `on_held(filter, |msg| condition, duration, |msg| ..)`: every message on a topic kept
+    /// `condition` true for `duration` ms.
+    Held {
+        filter: String,
+        condition: FnPtr,
+        duration: i64,
+    },
+    /// `on_silent(filter, duration, |topic, last| ..)`: a topic received nothing for `duration` ms.
+    Silent { filter: String, duration: i64 },
     /// `every`, `cron`, `at_sunrise`, `at_sunset`.
     Timed {
         name: &'static str,
@@ -47,6 +56,8 @@ impl TriggerKind {
             TriggerKind::Message { .. } => "on_message",
             TriggerKind::Start => "on_start",
             TriggerKind::Change { .. } => "on_change",
+            TriggerKind::Held { .. } => "on_held",
+            TriggerKind::Silent { .. } => "on_silent",
             TriggerKind::Timed { name, .. } => name,
         }
     }

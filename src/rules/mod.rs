@@ -8,6 +8,7 @@
 pub mod api;
 pub mod diagnostic;
 pub mod engine;
+mod held;
 pub mod host;
 mod lifecycle;
 mod persist;
