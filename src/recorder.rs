@@ -131,11 +131,7 @@ pub fn add(batch: &mut RecordBatch, output: Output) {
                 Some((watch.since, watch.fired)),
             );
         }
-        Output::TopicWatchDone {
-            rule,
-            trigger,
-            topic,
-        } => {
+        Output::TopicWatchDone { rule, trigger, topic } => {
             batch.topic_watches.insert((rule, trigger, topic), None);
         }
     }

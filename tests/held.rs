@@ -136,7 +136,8 @@ on_message("ask", |msg| {
     sim.publish("ask", "").unwrap();
     sim.advance(2 * 3600 * SECOND).unwrap(); // Saturday, 00:00:15
     sim.publish("ask", "").unwrap();
-    sim.advance(6 * 3600 * SECOND + 30 * MINUTE - 15 * SECOND).unwrap(); // 06:30:00
+    sim.advance(6 * 3600 * SECOND + 30 * MINUTE - 15 * SECOND)
+        .unwrap(); // 06:30:00
     sim.publish("ask", "").unwrap();
     assert_eq!(
         payloads(&sim, "answer"),
@@ -252,7 +253,11 @@ fn a_hold_that_completed_while_the_engine_was_down_fires_once_at_start_marked_la
         published_on(&sim, "alert"),
         [(start, "freezer/a -10".to_string())]
     );
-    let runs: Vec<_> = sim.runs().into_iter().filter(|r| r.trigger == "on_held").collect();
+    let runs: Vec<_> = sim
+        .runs()
+        .into_iter()
+        .filter(|r| r.trigger == "on_held")
+        .collect();
     assert_eq!(runs.len(), 1);
     assert!(runs[0].late);
     sim.advance(MINUTE).unwrap();
@@ -315,8 +320,16 @@ on_held("c", |msg| 42, "0s", |msg| publish("held", "c"));
     let errors: Vec<String> = sim.runs().iter().filter_map(|r| r.error.clone()).collect();
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(errors[0].contains("bad.rhai:2:"), "{}", errors[0]);
-    assert!(errors[1].contains("bad.rhai:3:") && errors[1].contains("only tests the message"), "{}", errors[1]);
-    assert!(errors[2].contains("bad.rhai:4:") && errors[2].contains("must be true or false"), "{}", errors[2]);
+    assert!(
+        errors[1].contains("bad.rhai:3:") && errors[1].contains("only tests the message"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("bad.rhai:4:") && errors[2].contains("must be true or false"),
+        "{}",
+        errors[2]
+    );
 }
 
 const BATTERIES: &str = r#"
@@ -376,4 +389,136 @@ fn a_silence_that_fired_does_not_fire_again_after_a_restart_and_the_outage_does_
         ]
     );
     assert!(sim.runs().iter().all(|r| !r.late));
+}
+
+// Wall-clock: the engine itself, stopped and started again, against a Mosquitto that stays up.
+
+mod real {
+    use std::time::{Duration, Instant};
+
+    use rumqttc::QoS;
+
+    use crate::support::mosquitto::Mosquitto;
+    use crate::support::{Client, Engine, Setup, count, eventually, query, text};
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// What arrives on `topic` during `within`.
+    async fn alerts(client: &Client, topic: &str, within: Duration) -> Vec<String> {
+        let until = Instant::now() + within;
+        let mut seen = Vec::new();
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match client.try_next_on(topic, left).await {
+                Some(message) => seen.push(String::from_utf8_lossy(&message.payload).into_owned()),
+                None => break,
+            }
+        }
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hold_survives_a_real_restart_and_one_completed_while_down_fires_late_at_start() {
+        let Some(broker) = Mosquitto::start().await else {
+            return;
+        };
+        let rule = r#"on_held("door/+", |msg| msg.payload == "open", "3s", |msg| publish("door/alert", msg.topic));"#;
+        let setup = Setup::external(broker.port).rule("door", rule);
+        let db = setup.db_path();
+        let engine = Engine::start(setup).await;
+        let client = Client::connect(broker.port, "door-test").await;
+        client.subscribe("door/alert").await;
+
+        // Completed while down: open, stop, stay down past the 3 s, start again.
+        client
+            .publish("door/front", "open", QoS::AtLeastOnce, false)
+            .await;
+        let opened = Instant::now();
+        eventually("the hold persisted", WAIT, || async {
+            (count(&db, "SELECT count(*) FROM topic_watches").await == 1).then_some(())
+        })
+        .await;
+        let setup = engine.stop().await;
+        tokio::time::sleep(Duration::from_secs(4).saturating_sub(opened.elapsed())).await;
+        let engine = Engine::start(setup).await;
+        let alert = client.next_on("door/alert", WAIT).await;
+        assert_eq!(&alert.payload[..], b"door/front");
+
+        // In the middle: open, stop and start again at once; it fires when its 3 s are up.
+        client.publish("door/back", "open", QoS::AtLeastOnce, false).await;
+        let opened = Instant::now();
+        eventually("the second hold persisted", WAIT, || async {
+            (count(
+                &db,
+                "SELECT count(*) FROM topic_watches WHERE topic = 'door/back'",
+            )
+            .await
+                == 1)
+                .then_some(())
+        })
+        .await;
+        let setup = engine.stop().await;
+        let engine = Engine::start(setup).await;
+        let alert = client.next_on("door/alert", WAIT).await;
+        assert_eq!(&alert.payload[..], b"door/back");
+        assert!(
+            opened.elapsed() >= Duration::from_secs(3),
+            "{:?}",
+            opened.elapsed()
+        );
+        assert!(
+            alerts(&client, "door/alert", Duration::from_secs(2))
+                .await
+                .is_empty(),
+            "a hold fired twice"
+        );
+        let setup = engine.stop().await;
+        let runs = query(
+            &setup.db_path(),
+            "SELECT topic, late FROM rule_runs WHERE trigger = 'on_held' ORDER BY id",
+        )
+        .await;
+        let rows: Vec<(String, String)> = runs.rows.iter().map(|r| (text(&r[0]), text(&r[1]))).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0], ("door/front".to_string(), "1".to_string()));
+        assert_eq!(rows[1].0, "door/back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silence_fires_once_across_real_restarts_and_one_begun_before_a_restart_still_fires() {
+        let Some(broker) = Mosquitto::start().await else {
+            return;
+        };
+        let rule =
+            r#"on_silent("dev/+", "3s", |topic, last| publish("alert/silent", `${topic} ${last.payload}`));"#;
+        let setup = Setup::external(broker.port).rule("quiet", rule);
+        let db = setup.db_path();
+        let engine = Engine::start(setup).await;
+        let client = Client::connect(broker.port, "quiet-test").await;
+        client.subscribe("alert/silent").await;
+
+        client.publish("dev/a", "1", QoS::AtLeastOnce, false).await;
+        let alert = client.next_on("alert/silent", WAIT).await;
+        assert_eq!(&alert.payload[..], b"dev/a 1");
+        eventually("the silence persisted as fired", WAIT, || async {
+            (count(&db, "SELECT count(*) FROM topic_watches WHERE fired = 1").await == 1).then_some(())
+        })
+        .await;
+
+        // Restarted: a's silence fired already, so nothing; b spoke just before the stop and goes
+        // quiet across it, so its silence still comes.
+        client.publish("dev/b", "2", QoS::AtLeastOnce, false).await;
+        eventually("b stored", WAIT, || async {
+            (count(&db, "SELECT count(*) FROM messages WHERE topic = 'dev/b'").await == 1).then_some(())
+        })
+        .await;
+        let setup = engine.stop().await;
+        let engine = Engine::start(setup).await;
+        let seen = alerts(&client, "alert/silent", Duration::from_secs(6)).await;
+        assert_eq!(seen, ["dev/b 2"]);
+        let setup = engine.stop().await;
+        let engine = Engine::start(setup).await;
+        let seen = alerts(&client, "alert/silent", Duration::from_secs(5)).await;
+        assert!(seen.is_empty(), "{seen:?}");
+        engine.stop().await;
+    }
 }

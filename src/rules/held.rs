@@ -49,9 +49,7 @@ enum Kind {
 
 fn watched(kind: &TriggerKind) -> Option<(Kind, &str, i64)> {
     match kind {
-        TriggerKind::Held {
-            filter, duration, ..
-        } => Some((Kind::Held, filter, *duration)),
+        TriggerKind::Held { filter, duration, .. } => Some((Kind::Held, filter, *duration)),
         TriggerKind::Silent { filter, duration } => Some((Kind::Silent, filter, *duration)),
         _ => None,
     }
@@ -247,10 +245,20 @@ impl RuleSet {
             late,
         };
         match kind {
-            Kind::Held => self.run(loaded, run, |e, ast| trigger.callback.call(e, ast, (last,)), outputs),
+            Kind::Held => self.run(
+                loaded,
+                run,
+                |e, ast| trigger.callback.call(e, ast, (last,)),
+                outputs,
+            ),
             Kind::Silent => {
                 let name = Dynamic::from(topic.to_string());
-                self.run(loaded, run, |e, ast| trigger.callback.call(e, ast, (name, last)), outputs)
+                self.run(
+                    loaded,
+                    run,
+                    |e, ast| trigger.callback.call(e, ast, (name, last)),
+                    outputs,
+                )
             }
         }
     }
@@ -261,7 +269,9 @@ impl RuleSet {
         let now = self.clock.now();
         let mut rows: HashMap<(String, String), Vec<TopicWatch>> = HashMap::new();
         for row in std::mem::take(&mut self.persisted.topic_watches) {
-            rows.entry((row.rule.clone(), row.trigger.clone())).or_default().push(row);
+            rows.entry((row.rule.clone(), row.trigger.clone()))
+                .or_default()
+                .push(row);
         }
         let history = self.history_if(Kind::Silent);
         // When the engine last heard anything: the end of the outage's unheard time.
@@ -301,7 +311,9 @@ impl RuleSet {
                             let already = fired.get(&*message.topic).is_some_and(|s| *s >= message.ts);
                             // The outage does not count, unless the silence was complete before it.
                             let since = match heard {
-                                Some(heard) if message.ts + duration > heard => message.ts + (now - heard).max(0),
+                                Some(heard) if message.ts + duration > heard => {
+                                    message.ts + (now - heard).max(0)
+                                }
                                 _ => message.ts,
                             };
                             topics.insert(
@@ -338,7 +350,10 @@ impl RuleSet {
             }
         }
         for ((rule, trigger), stored) in rows {
-            info!(rule, "{trigger}: the trigger changed or is gone, so its held state is forgotten");
+            info!(
+                rule,
+                "{trigger}: the trigger changed or is gone, so its held state is forgotten"
+            );
             for row in stored {
                 outputs.push(Output::TopicWatchDone {
                     rule: row.rule,
@@ -368,13 +383,22 @@ impl RuleSet {
             .enumerate()
             .filter_map(|(index, t)| {
                 let (kind, filter, duration) = watched(&t.kind)?;
-                Some((index, kind, filter.to_string(), duration, Arc::clone(&rule.keys[index])))
+                Some((
+                    index,
+                    kind,
+                    filter.to_string(),
+                    duration,
+                    Arc::clone(&rule.keys[index]),
+                ))
             })
             .collect();
         let kept: std::collections::HashSet<Arc<str>> = specs.iter().map(|s| Arc::clone(&s.4)).collect();
         self.forget_watches(name, |key| !kept.contains(key), outputs);
         let needs_history = specs.iter().any(|(_, kind, _, _, key)| {
-            *kind == Kind::Silent && !self.watches.contains_key(&(Arc::clone(&rule_name), Arc::clone(key)))
+            *kind == Kind::Silent
+                && !self
+                    .watches
+                    .contains_key(&(Arc::clone(&rule_name), Arc::clone(key)))
         });
         let history = if needs_history {
             self.history_if(Kind::Silent)
@@ -416,7 +440,12 @@ impl RuleSet {
     }
 
     /// Drops the watches of `rule` whose trigger key `drop` selects, and their persisted rows.
-    pub(super) fn forget_watches(&mut self, rule: &str, drop: impl Fn(&str) -> bool, outputs: &mut Vec<Output>) {
+    pub(super) fn forget_watches(
+        &mut self,
+        rule: &str,
+        drop: impl Fn(&str) -> bool,
+        outputs: &mut Vec<Output>,
+    ) {
         let gone: Vec<(Arc<str>, Arc<str>)> = self
             .watches
             .keys()

@@ -139,7 +139,9 @@ mod tests {
     #[test]
     fn clock_times_are_checked() {
         assert_eq!(parse_clock("06:30:15"), Ok(6 * 3600 + 30 * 60 + 15));
-        for bad in ["6", "24:00", "12:60", "1:2:3:4", "aa:bb", "12:", "-1:00", "123:00"] {
+        for bad in [
+            "6", "24:00", "12:60", "1:2:3:4", "aa:bb", "12:", "-1:00", "123:00",
+        ] {
             assert!(parse_clock(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_clock("6:05"), Ok(6 * 3600 + 5 * 60));

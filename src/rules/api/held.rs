@@ -16,7 +16,12 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     let held = Arc::clone(host);
     engine.register_fn(
         "on_held",
-        move |ctx: NativeCallContext, filter: &str, condition: FnPtr, duration: &str, callback: FnPtr| -> Result<()> {
+        move |ctx: NativeCallContext,
+              filter: &str,
+              condition: FnPtr,
+              duration: &str,
+              callback: FnPtr|
+              -> Result<()> {
             check_filter(&ctx, filter)?;
             let duration = parse_duration(&ctx, "on_held", duration)?;
             let kind = TriggerKind::Held {
