@@ -161,6 +161,7 @@ pub async fn run_with(
     };
     let mut rules = RuleSet::new(limits, Some(services), persisted, Clock::Wall, config.location);
     rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relay_start);
+    rules.set_loop_guard(config.rules.loop_guard);
     let (ready_tx, ready_rx) = oneshot::channel();
     let worker = RuleWorker {
         rules_dir: config.rules.dir.clone(),

@@ -522,3 +522,50 @@ mod real {
         engine.stop().await;
     }
 }
+
+#[test]
+fn a_rule_that_feeds_itself_is_paused_once_and_a_busy_sensor_rule_is_not() {
+    let looping = r#"on_message("loop/a", |m| publish("loop/a", "x"));"#;
+    let busy = r#"on_message("meter/power", |m| if m.payload == "never" { publish("x", "y") });"#;
+    let house = House::new(&[("looping", looping), ("busy", busy)]);
+    let t0 = local("2026-12-04", "12:00", 1);
+    let mut sim = house.start(t0);
+    // 125 messages a second for 8 s on each topic: the loop's own, and a busy meter's.
+    for _ in 0..1_000 {
+        sim.publish("loop/a", "x").unwrap();
+        sim.publish("meter/power", "100").unwrap();
+        sim.advance(8).unwrap();
+    }
+    let runs = sim.runs();
+    let count = |rule: &str| {
+        runs.iter()
+            .filter(|r| &*r.rule == rule && r.trigger == "on_message")
+            .count()
+    };
+    assert_eq!(count("busy"), 1_000, "the busy rule ran on every message");
+    let guard: Vec<_> = runs.iter().filter(|r| r.trigger == "loop_guard").collect();
+    assert_eq!(guard.len(), 1, "one row says so");
+    assert_eq!(&*guard[0].rule, "looping");
+    assert_eq!(guard[0].topic.as_deref(), Some("loop/a"));
+    let error = guard[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("rules/looping.rhai ran more than 100 times a second for 5 s"),
+        "{error}"
+    );
+    assert!(error.contains("paused for 60 s"), "{error}");
+    // Paused after five hot seconds (the first message is not yet fed by the rule): about 5 s of runs.
+    let looped = count("looping");
+    assert!((550..=700).contains(&looped), "{looped} runs before the pause");
+    assert!(guard[0].ts - t0 < 6 * SECOND, "{}", guard[0].ts - t0);
+
+    // A minute later the rule runs again.
+    sim.advance(60 * SECOND).unwrap();
+    sim.publish("loop/a", "x").unwrap();
+    assert_eq!(
+        sim.runs()
+            .iter()
+            .filter(|r| &*r.rule == "looping" && r.trigger == "on_message")
+            .count(),
+        looped + 1
+    );
+}

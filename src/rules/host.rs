@@ -140,6 +140,20 @@ struct State {
     timers: HashMap<i64, OneShot>,
     next_timer_id: i64,
     relays: RelayModel,
+    /// Topics rules published to, see [`Host::published_by_rules`].
+    published: foldhash::HashSet<Arc<str>>,
+}
+
+/// Remembers that a rule published to `topic`, within [`RECENT_TOPICS`] (topics that carry ids would
+/// otherwise grow it forever; forgetting only delays the loop guard).
+fn note_published(published: &mut foldhash::HashSet<Arc<str>>, topic: &str) {
+    if published.contains(topic) {
+        return;
+    }
+    if published.len() >= RECENT_TOPICS {
+        published.clear();
+    }
+    published.insert(Arc::from(topic));
 }
 
 /// Shared by every function registered on the engine.
@@ -420,12 +434,21 @@ impl Host {
         }
         let rule = Arc::clone(rule);
         state.actions += 1;
+        if let Action::Publish { topic, .. } = &action {
+            note_published(&mut state.published, topic);
+        }
         state.outputs.push(Output::Action {
             rule,
             ts: self.clock.now(),
             action,
         });
         Ok(())
+    }
+
+    /// Whether rules have published to `topic` since the engine started (for the loop guard).
+    pub fn published_by_rules(&self, topic: &str) -> bool {
+        let state = self.state();
+        !state.published.is_empty() && state.published.contains(topic)
     }
 
     /// `store_get(key)`.

@@ -11,6 +11,7 @@ pub mod engine;
 mod held;
 pub mod host;
 mod lifecycle;
+pub mod pace;
 mod persist;
 mod set;
 mod timed;

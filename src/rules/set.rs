@@ -111,6 +111,9 @@ pub struct RuleSet {
     pub(super) persisted: Persisted,
     /// The topics each `on_held` and `on_silent` trigger watches, with their state.
     pub(super) watches: super::held::Watches,
+    /// See [`super::pace`].
+    pub(super) loop_guard: super::pace::LoopGuard,
+    pub(super) paces: foldhash::HashMap<Arc<str>, super::pace::Pace>,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
     routes: foldhash::HashMap<String, Arc<[(usize, usize)]>>,
 }
@@ -146,6 +149,8 @@ impl RuleSet {
             last_failed: HashMap::new(),
             persisted,
             watches: Default::default(),
+            loop_guard: Default::default(),
+            paces: Default::default(),
             routes: Default::default(),
         }
     }
@@ -288,7 +293,15 @@ impl RuleSet {
         // One message for every trigger it fires: its JSON is then parsed at most once.
         let shared = RuleMessage::new(message.clone());
         let mut watched = false;
+        let fed = self.host.published_by_rules(&message.topic);
+        let mut admitted = (usize::MAX, true);
         for &(r, t) in routes.iter() {
+            if admitted.0 != r {
+                admitted = (r, self.admit(r, &message.topic, fed, outputs));
+            }
+            if !admitted.1 {
+                continue;
+            }
             let rule = &self.rules[r];
             let trigger = &rule.triggers[t];
             let run = RunKind {
