@@ -569,3 +569,40 @@ fn a_rule_that_feeds_itself_is_paused_once_and_a_busy_sensor_rule_is_not() {
         looped + 1
     );
 }
+
+mod real_loop {
+    use std::time::Duration;
+
+    use rumqttc::QoS;
+
+    use crate::support::{Client, Engine, Setup, count, eventually};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loop_through_the_broker_is_paused_and_ingest_goes_on() {
+        let mut setup =
+            Setup::embedded().rule("looping", r#"on_message("loop/a", |m| publish("loop/a", "x"));"#);
+        // Low enough for a debug build under load; the default is 100.
+        setup.rules_options = "  loop_guard_rate: 20\n  loop_guard_pause: 1h\n".into();
+        let db = setup.db_path();
+        let engine = Engine::start(setup).await;
+        let client = Client::connect(engine.setup.port, "looper").await;
+        client.publish("loop/a", "go", QoS::AtLeastOnce, false).await;
+        eventually("the loop guard's row", Duration::from_secs(30), || async {
+            (count(&db, "SELECT count(*) FROM rule_runs WHERE trigger = 'loop_guard' AND rule = 'looping' AND topic = 'loop/a' AND error LIKE '%paused%'").await == 1).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let runs = "SELECT count(*) FROM rule_runs WHERE rule = 'looping'";
+        let paused_at = count(&db, runs).await;
+        client
+            .publish("other/topic", "still stored", QoS::AtLeastOnce, false)
+            .await;
+        eventually("ingest goes on", Duration::from_secs(10), || async {
+            (count(&db, "SELECT count(*) FROM messages WHERE topic = 'other/topic'").await == 1).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(count(&db, runs).await, paused_at, "the rule still ran");
+        engine.stop().await;
+    }
+}
