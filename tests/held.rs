@@ -606,3 +606,58 @@ mod real_loop {
         engine.stop().await;
     }
 }
+
+#[test]
+fn a_debounced_on_change_compares_the_value_before_the_burst_with_the_last_and_bad_options_are_errors() {
+    let rule = r#"
+on_change("dimmer", #{ debounce: "1s" }, |old, value| {
+    let before = if old == () { "none" } else { old.payload };
+    publish("dimmed", `${before}->${value.payload}`);
+});
+"#;
+    let bad = r#"
+on_message("a", #{ debounce: "1s", throttle: "1m" }, |msg| ());
+"#;
+    let house = House::new(&[("dimmer", rule)]);
+    let t0 = local("2026-12-04", "18:00", 1);
+    let mut sim = house.start(t0);
+    sim.publish("dimmer", "10").unwrap();
+    sim.advance(5 * SECOND).unwrap();
+    for level in ["20", "30", "30", "40"] {
+        sim.publish("dimmer", level).unwrap();
+        sim.advance(300).unwrap();
+    }
+    sim.advance(5 * SECOND).unwrap();
+    assert_eq!(
+        published_on(&sim, "dimmed")
+            .into_iter()
+            .map(|(at, p)| (at - t0, p))
+            .collect::<Vec<_>>(),
+        [
+            (SECOND, "none->10".to_string()),
+            (5 * SECOND + 900 + SECOND, "10->40".to_string())
+        ]
+    );
+    sim.stop();
+
+    let house = House::new(&[("bad", bad)]);
+    let dir = house.dir.path().join("rules");
+    let limits = Limits {
+        max_operations: 1_000,
+        timeout: Duration::from_secs(1),
+        max_string_size: 1 << 20,
+    };
+    let sim = Simulation::start(
+        &house.dir.path().join("h.db"),
+        &dir,
+        Location::default(),
+        limits,
+        t0,
+    )
+    .unwrap();
+    let problem = sim.problems[0].to_string();
+    assert!(
+        problem.contains("bad.rhai:2:") && problem.contains("use debounce or throttle, not both"),
+        "{problem}"
+    );
+}

@@ -26,12 +26,12 @@ pub const MAX_ACTIONS_PER_RUN: usize = 1_000;
 /// What a trigger reacts to.
 #[derive(Debug, Clone)]
 pub enum TriggerKind {
-    /// `on_message(filter, |msg| ..)`
-    Message { filter: String },
+    /// `on_message(filter, |msg| ..)`, optionally debounced or throttled.
+    Message { filter: String, pacing: Option<Pacing> },
     /// `on_start(|| ..)`
     Start,
     /// `on_change(filter, |old, new| ..)`: a topic's payload differs from its previous one.
-    Change { filter: String },
+    Change { filter: String, pacing: Option<Pacing> },
     /// `on_held(filter, |msg| condition, duration, |msg| ..)`: every message on a topic kept
     /// `condition` true for `duration` ms.
     Held {
@@ -61,6 +61,14 @@ impl TriggerKind {
             TriggerKind::Timed { name, .. } => name,
         }
     }
+}
+
+/// `#{ debounce: "2s" }` or `#{ throttle: "1m" }` before the closure of `on_message` and `on_change`, in
+/// ms: per topic, run once the topic has been quiet that long, or at most once per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    Debounce(i64),
+    Throttle(i64),
 }
 
 /// The closure of a timer.

@@ -37,6 +37,7 @@ impl RuleSet {
                 self.last_failed.remove(&*name);
                 self.drop_orphaned_timers(&name, outputs);
                 self.rearm_watches(&name, outputs);
+                self.forget_paced(&name);
                 if let Some(rule) = self.rule(&name) {
                     self.run_on_start(rule, outputs);
                 }
@@ -79,5 +80,6 @@ impl RuleSet {
             outputs.push(Output::TimerDone { id });
         }
         self.forget_watches(name, |_| true, outputs);
+        self.forget_paced(name);
     }
 }

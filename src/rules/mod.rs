@@ -12,6 +12,7 @@ mod held;
 pub mod host;
 mod lifecycle;
 pub mod pace;
+mod paced;
 mod persist;
 mod set;
 mod timed;

@@ -111,6 +111,8 @@ pub struct RuleSet {
     pub(super) persisted: Persisted,
     /// The topics each `on_held` and `on_silent` trigger watches, with their state.
     pub(super) watches: super::held::Watches,
+    /// Debounced and throttled triggers' state per topic, see [`super::paced`].
+    pub(super) paced: super::paced::PacedTopics,
     /// See [`super::pace`].
     pub(super) loop_guard: super::pace::LoopGuard,
     pub(super) paces: foldhash::HashMap<Arc<str>, super::pace::Pace>,
@@ -149,6 +151,7 @@ impl RuleSet {
             last_failed: HashMap::new(),
             persisted,
             watches: Default::default(),
+            paced: Default::default(),
             loop_guard: Default::default(),
             paces: Default::default(),
             routes: Default::default(),
@@ -234,7 +237,7 @@ impl RuleSet {
             .triggers
             .iter()
             .filter_map(|t| match &t.kind {
-                TriggerKind::Change { filter } => Some(filter.as_str()),
+                TriggerKind::Change { filter, .. } => Some(filter.as_str()),
                 _ => None,
             })
             .collect();
@@ -295,6 +298,7 @@ impl RuleSet {
         let mut watched = false;
         let fed = self.host.published_by_rules(&message.topic);
         let mut admitted = (usize::MAX, true);
+        let mut paced = Vec::new();
         for &(r, t) in routes.iter() {
             if admitted.0 != r {
                 admitted = (r, self.admit(r, &message.topic, fed, outputs));
@@ -311,9 +315,21 @@ impl RuleSet {
                 late: false,
             };
             match &trigger.kind {
+                TriggerKind::Message {
+                    pacing: Some(pacing), ..
+                } => paced.push((r, t, *pacing, vec![Dynamic::from(shared.clone())])),
                 TriggerKind::Message { .. } => {
                     let arg = Dynamic::from(shared.clone());
                     self.run(rule, run, |e, ast| trigger.callback.call(e, ast, (arg,)), outputs);
+                }
+                TriggerKind::Change {
+                    pacing: Some(pacing), ..
+                } => {
+                    watched = true;
+                    if changed {
+                        let args = vec![old.clone(), Dynamic::from(shared.clone())];
+                        paced.push((r, t, *pacing, args));
+                    }
                 }
                 TriggerKind::Change { .. } => {
                     watched = true;
@@ -337,6 +353,9 @@ impl RuleSet {
         if watched {
             self.previous.insert(message.topic.clone(), message.clone());
         }
+        for (r, t, pacing, args) in paced {
+            self.pace(r, t, pacing, &message.topic, args, outputs);
+        }
     }
 
     /// The message triggers (rule index, trigger index, in rule order) whose filter matches `topic`.
@@ -353,8 +372,8 @@ impl RuleSet {
             .flat_map(|(r, rule)| {
                 rule.triggers.iter().enumerate().filter_map(move |(t, trigger)| {
                     let filter = match &trigger.kind {
-                        TriggerKind::Message { filter }
-                        | TriggerKind::Change { filter }
+                        TriggerKind::Message { filter, .. }
+                        | TriggerKind::Change { filter, .. }
                         | TriggerKind::Held { filter, .. }
                         | TriggerKind::Silent { filter, .. } => filter,
                         _ => return None,

@@ -170,6 +170,7 @@ impl RuleSet {
                     outputs.push(Output::TimerDone { id });
                 }
                 Due::Relay { name } => self.relay_deadline(&name, at, &mut outputs),
+                Due::Paced { rule, index, topic } => self.fire_paced(&rule, index, &topic, now, &mut outputs),
                 Due::Watch { rule, index, topic } => {
                     self.fire_watch(&rule, index, &topic, now, false, &mut outputs)
                 }

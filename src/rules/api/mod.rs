@@ -6,6 +6,7 @@ mod clock;
 mod held;
 mod json;
 mod message;
+mod pacing;
 mod relays;
 mod state;
 mod timers;
@@ -30,6 +31,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Deadline>)
     relays::register(engine, host);
     clock::register(engine, host);
     held::register(engine, host);
+    pacing::register(engine, host);
 }
 
 /// A runtime error at the position of the call being made.
