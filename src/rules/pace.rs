@@ -1,7 +1,9 @@
 //! The loop guard: a rule that publishes to a topic it listens to (itself, or through another rule)
 //! runs as fast as the broker delivers, and every turn is stored. A rule whose runs on topics the rules
-//! themselves published to stay above a rate for [`HOT_SECONDS`] is paused a while, with one error
-//! line and one `rule_runs` row naming it and the topic; other rules and ingest go on.
+//! themselves published to average above a rate over [`HOT_SECONDS`] is paused a while, with one
+//! error line and one `rule_runs` row naming it and the topic; other rules and ingest go on. An average
+//! over the window, not every second above the rate: a loop through the broker is bursty (the broker's
+//! in-flight window, the machine's load), and one slow second must not hide it.
 //!
 //! Only runs driven by the rules' own publishes count: a rule that reads a busy sensor at thousands of
 //! messages a second is not a loop, and must not be paused for being busy.
@@ -13,8 +15,8 @@ use tracing::{error, info};
 use super::set::RuleSet;
 use crate::event::{Output, RuleRun};
 
-/// Seconds in a row above the rate that make a loop.
-pub const HOT_SECONDS: u32 = 5;
+/// The window, in seconds, over which the rate is averaged.
+pub const HOT_SECONDS: usize = 5;
 
 /// `rules.loop_guard_rate` and `rules.loop_guard_pause`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +39,10 @@ impl Default for LoopGuard {
 /// One rule's recent pace.
 #[derive(Debug, Default)]
 pub(super) struct Pace {
-    /// The second (unix) being counted.
+    /// The latest second (unix) counted.
     second: i64,
-    /// Runs on the rules' own topics in that second.
-    runs: u32,
-    /// Seconds in a row before it that were above the rate.
-    hot: u32,
+    /// Runs on the rules' own topics in each of the last [`HOT_SECONDS`] seconds, by second modulo.
+    runs: [u32; HOT_SECONDS],
     /// Until when the rule is paused (unix ms); 0: it is not.
     paused_until: i64,
 }
@@ -74,18 +74,15 @@ impl RuleSet {
             return true;
         }
         let second = now.div_euclid(1000);
-        if second != pace.second {
-            let was_hot = pace.runs > guard.rate;
-            pace.hot = if was_hot && second == pace.second + 1 {
-                pace.hot + 1
-            } else {
-                0
-            };
-            pace.second = second;
-            pace.runs = 0;
+        let window = HOT_SECONDS as i64;
+        // The seconds since the last count had no runs.
+        for passed in (pace.second + 1..=second).take(HOT_SECONDS) {
+            pace.runs[passed.rem_euclid(window) as usize] = 0;
         }
-        pace.runs += 1;
-        if pace.hot + 1 < HOT_SECONDS || pace.runs <= guard.rate {
+        pace.second = pace.second.max(second);
+        pace.runs[second.rem_euclid(window) as usize] += 1;
+        let total: u64 = pace.runs.iter().map(|n| u64::from(*n)).sum();
+        if total <= u64::from(guard.rate) * window as u64 {
             return true;
         }
         *pace = Pace {
@@ -93,7 +90,7 @@ impl RuleSet {
             ..Pace::default()
         };
         let message = format!(
-            "rules/{}.rhai ran more than {} times a second for {HOT_SECONDS} s on topics rules publish to \
+            "rules/{}.rhai ran more than {} times a second over {HOT_SECONDS} s on topics rules publish to \
              (the last one {topic}): a loop? It is paused for {} s (rules.loop_guard_rate, rules.loop_guard_pause)",
             rule.name,
             guard.rate,
