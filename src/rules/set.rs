@@ -108,7 +108,7 @@ pub struct RuleSet {
     /// The previous message of each topic an `on_change` trigger watches.
     previous: foldhash::HashMap<Arc<str>, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
-    pub(super) persisted: Persisted,
+    pub(crate) persisted: Persisted,
     /// The topics each `on_held` and `on_silent` trigger watches, with their state.
     pub(super) watches: super::held::Watches,
     /// Debounced and throttled triggers' state per topic, see [`super::paced`].
