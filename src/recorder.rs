@@ -163,6 +163,15 @@ pub fn add(batch: &mut RecordBatch, output: Output) {
                 .or_insert(ts);
             *last = (*last).max(ts);
         }
+        Output::TopicWatch(watch) => {
+            batch.topic_watches.insert(
+                (watch.rule, watch.trigger, watch.topic),
+                Some((watch.since, watch.fired)),
+            );
+        }
+        Output::TopicWatchDone { rule, trigger, topic } => {
+            batch.topic_watches.insert((rule, trigger, topic), None);
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod crash;
 mod database_faults;
 mod end_to_end;
 mod examples;
+mod held;
 mod init;
 mod interop;
 mod metrics;

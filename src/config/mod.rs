@@ -158,6 +158,8 @@ pub struct RulesConfig {
     pub max_operations: u64,
     /// Wall-clock time one run may take before it is stopped.
     pub timeout: Duration,
+    /// When a rule that feeds itself is paused.
+    pub loop_guard: crate::rules::pace::LoopGuard,
 }
 
 /// The Prometheus endpoint.

@@ -93,6 +93,8 @@ pub struct RawRules {
     pub dir: Option<String>,
     pub max_operations: Option<u64>,
     pub timeout: Option<String>,
+    pub loop_guard_rate: Option<u32>,
+    pub loop_guard_pause: Option<String>,
 }
 
 /// `metrics:` the optional Prometheus endpoint.

@@ -475,10 +475,23 @@ impl Checker<'_> {
         if timeout.is_zero() {
             self.problem("rules.timeout", "must be longer than 0s");
         }
+        let defaults = crate::rules::pace::LoopGuard::default();
+        let pause = self.duration(
+            "rules.loop_guard_pause",
+            raw.rules.loop_guard_pause.as_deref(),
+            Duration::from_millis(defaults.pause.unsigned_abs()),
+        );
+        if pause.is_zero() {
+            self.problem("rules.loop_guard_pause", "must be longer than 0s");
+        }
         RulesConfig {
             dir: resolve(base_dir, raw.rules.dir.as_deref().unwrap_or("rules")),
             max_operations,
             timeout,
+            loop_guard: crate::rules::pace::LoopGuard {
+                rate: raw.rules.loop_guard_rate.unwrap_or(defaults.rate),
+                pause: i64::try_from(pause.as_millis()).unwrap_or(i64::MAX),
+            },
         }
     }
 }

@@ -213,6 +213,8 @@ pub struct RecordBatch {
     pub trigger_runs: HashMap<(String, String), i64>,
     /// Latest state per relay.
     pub relays: HashMap<String, RelayState>,
+    /// Latest state per (rule, trigger, topic) of `on_held` and `on_silent`; `None`: forget it.
+    pub topic_watches: HashMap<(String, String, String), Option<(i64, bool)>>,
 }
 
 impl RecordBatch {
@@ -224,6 +226,7 @@ impl RecordBatch {
             + self.timers.len()
             + self.trigger_runs.len()
             + self.relays.len()
+            + self.topic_watches.len()
     }
 
     /// Whether nothing is waiting.
