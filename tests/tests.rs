@@ -14,6 +14,7 @@ mod metrics;
 mod outage;
 mod packaging;
 mod plot;
+mod qos2;
 mod relays;
 mod reload;
 mod retention;
