@@ -15,6 +15,7 @@ mod outage;
 mod packaging;
 mod plot;
 mod qos2;
+mod refused_publishes;
 mod relays;
 mod reload;
 mod retention;
