@@ -10,6 +10,7 @@ mod end_to_end;
 mod examples;
 mod init;
 mod interop;
+mod memory_bombs;
 mod metrics;
 mod outage;
 mod packaging;

@@ -28,7 +28,7 @@ use self::trace::ActionRecord;
 use crate::event::RuleRun;
 use crate::relays::model::RelayState;
 
-pub use query::{QueryResult, SqlValue};
+pub use query::{Bounds, QueryResult, SqlValue};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
