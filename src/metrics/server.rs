@@ -1,8 +1,8 @@
 //! The `/metrics` endpoint: a minimal HTTP/1.1 responder on a tokio `TcpListener`, because a
 //! Prometheus server scrapes every few seconds and a full HTTP stack would outweigh the rest of the
 //! engine on a Pi. One request per connection, answered and closed. Connections are served side by
-//! side, up to [`MAX_CONNECTIONS`], each dropped when it does not send its request and take the answer
-//! within [`REQUEST_TIMEOUT`]: slow or stuck clients (served one at a time, each held every scrape
+//! side, up to `MAX_CONNECTIONS`, each dropped when it does not send its request and take the answer
+//! within `REQUEST_TIMEOUT`: slow or stuck clients (served one at a time, each held every scrape
 //! behind it for those seconds) cannot keep a scrape waiting.
 
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use super::METRICS;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections served at once. Each costs a small task and a socket; beyond this, new connections
-/// wait to be accepted until one ends, which [`REQUEST_TIMEOUT`] bounds.
+/// wait to be accepted until one ends, which `REQUEST_TIMEOUT` bounds.
 const MAX_CONNECTIONS: usize = 256;
 
 /// Largest request head read; a scrape's is a few hundred bytes.

@@ -7,7 +7,7 @@
 //! # The outbox
 //!
 //! rumqttc keeps unacknowledged publishes only in memory, and drops them when the broker answers a
-//! reconnect without our session (CRATES.md section 1). So publishes that cannot be handed over go to a
+//! reconnect without our session (`session_present: false` clears its `pending`). So publishes that cannot be handed over go to a
 //! table of our own ([`crate::store::outbox`]), which survives an outage and a restart:
 //!
 //! - While the connection is up and the outbox is empty (the route is *live*), a publish goes straight
@@ -62,7 +62,7 @@ pub const PUBLISH_INFLIGHT: u16 = 20;
 pub const REPLAY_WINDOW: usize = PUBLISH_INFLIGHT as usize - 1;
 
 /// Times a publish may be alone in flight when the connection fails before it is set aside as refused
-/// by the broker (see [`Publisher::blame_window`]). More than one, so a broker restart at the wrong
+/// by the broker (see `Publisher::blame_window`). More than one, so a broker restart at the wrong
 /// moment does not cost a good publish.
 pub const REFUSALS: i64 = 3;
 
