@@ -22,6 +22,7 @@ use crate::ingest::{self, Ingest};
 use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
+use crate::os::health::{IngestCheck, IngestProgress};
 use crate::recorder::{self, Recorder};
 use crate::relays::commands::with_command_topics;
 use crate::relays::driver::RelayDriver;
@@ -98,7 +99,13 @@ pub async fn run_with(
     // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
     // the start cleanly.
     let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
-    let (subscriber, acker) = Subscriber::new(&with_command_topics(&config), ingest_tx, rules_tx.clone())?;
+    let progress = Arc::new(IngestProgress::default());
+    let (subscriber, acker) = Subscriber::new(
+        &with_command_topics(&config),
+        ingest_tx,
+        rules_tx.clone(),
+        Arc::clone(&progress),
+    )?;
     let stages = Stages::default();
     stages.spawn("publisher", publisher.run(shutdown.clone()));
     let commit_interval = config.database.commit_interval;
@@ -160,7 +167,7 @@ pub async fn run_with(
         "ingesting from {}:{}",
         config.mqtt.host, config.mqtt.port
     ));
-    start_watchdog(&stages, &shutdown);
+    start_watchdog(&stages, &shutdown, progress);
 
     shutdown.cancelled().await;
     crate::os::systemd::stopping();
@@ -188,15 +195,22 @@ fn queues(
     queues
 }
 
-/// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs.
-fn start_watchdog(stages: &Stages, shutdown: &CancellationToken) {
+/// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs and
+/// ingest makes progress or has nothing to do.
+fn start_watchdog(stages: &Stages, shutdown: &CancellationToken, progress: Arc<IngestProgress>) {
     let expected = stages.names();
     let running = Arc::clone(&stages.running);
-    let healthy = move || {
-        let running = running.lock().unwrap_or_else(|p| p.into_inner());
-        match expected.iter().find(|name| !running.contains(*name)) {
-            Some(name) => Err(format!("the {name} stage ended on its own")),
-            None => Ok(()),
+    let healthy = move |timeout: Duration| {
+        let mut ingest = IngestCheck::new(progress, timeout, std::time::Instant::now());
+        move |now: std::time::Instant| {
+            let ended = {
+                let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                expected.iter().find(|name| !running.contains(*name)).copied()
+            };
+            match ended {
+                Some(name) => Err(format!("the {name} stage ended on its own")),
+                None => ingest.check(now),
+            }
         }
     };
     if let Some(watchdog) = crate::os::systemd::Watchdog::from_env(healthy) {

@@ -218,6 +218,7 @@ impl Ingest {
     }
 
     fn acknowledge(&self, batch: &mut Vec<Incoming>) {
+        self.acker.finished(batch.len());
         let tokens: Vec<_> = batch.drain(..).filter_map(|incoming| incoming.ack).collect();
         if let Err(e) = self.acker.ack(tokens) {
             // Only when the connection is gone; the broker redelivers, and we store a duplicate.

@@ -91,6 +91,26 @@ impl MqttConfig {
 pub struct Credentials {
     pub username: String,
     pub password: Secret,
+    /// The file the password was read from (the config itself, or `mqtt.password_file`); `None` for
+    /// `mqtt.password_env`.
+    pub kept_in: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// A warning when other users of the machine can read the file holding the password.
+    pub fn exposure(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let file = self.kept_in.as_ref()?;
+        let mode = std::fs::metadata(file).ok()?.permissions().mode();
+        (mode & 0o004 != 0).then(|| {
+            format!(
+                "{} holds the MQTT password and every user of this machine can read it (mode {:o}): run `chmod o-r {}`, or keep the password in mqtt.password_file or mqtt.password_env",
+                file.display(),
+                mode & 0o777,
+                file.display()
+            )
+        })
+    }
 }
 
 /// A password: its `Debug` and `Display` never show the value.
@@ -217,4 +237,35 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     from_yaml(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_password_file_others_can_read_is_named_and_a_private_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("homewright.yaml");
+        std::fs::write(&file, "mqtt: { password: x }").unwrap();
+        let credentials = Credentials {
+            username: "alice".into(),
+            password: Secret::new("x".into()),
+            kept_in: Some(file.clone()),
+        };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = credentials.exposure().unwrap_or_default();
+        assert!(
+            warning.contains("(mode 644)") && warning.contains("chmod o-r"),
+            "{warning}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(credentials.exposure(), None);
+        let from_env = Credentials {
+            kept_in: None,
+            ..credentials
+        };
+        assert_eq!(from_env.exposure(), None);
+    }
 }

@@ -372,10 +372,16 @@ impl Checker<'_> {
         } else {
             None
         };
+        let kept_in = if raw.password.is_some() {
+            Some(self.source.to_path_buf())
+        } else {
+            raw.password_file.as_deref().map(|file| self.relative(file))
+        };
         match (&raw.username, password) {
             (Some(username), password) => Some(Credentials {
                 username: username.clone(),
                 password: Secret::new(password.unwrap_or_default()),
+                kept_in,
             }),
             (None, Some(_)) => {
                 self.problem("mqtt.username", "a password is set but no username");

@@ -14,7 +14,7 @@ use rhai::{Dynamic, FnPtr, Position};
 use crate::event::{Action, Message, Output};
 use crate::relays::model::{Cause, Op as RelayOp, RelayModel};
 use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
-use crate::store::{HistoryReader, QueryResult, SqlValue};
+use crate::store::{Bounds, HistoryReader, QueryResult, SqlValue};
 
 /// Topics whose latest message the rule thread remembers for `last()`; beyond this it starts afresh.
 pub const RECENT_TOPICS: usize = 10_000;
@@ -22,6 +22,14 @@ pub const RECENT_TOPICS: usize = 10_000;
 /// Most actions one run may ask for: a `loop { publish(..) }` is stopped long before it floods the
 /// broker.
 pub const MAX_ACTIONS_PER_RUN: usize = 1_000;
+
+/// What one `sql()` call may return: enough for a rule's look at the history (a day of a sensor at a
+/// reading a minute is 1,440 rows), small enough that the result and the Rhai array made of it stay
+/// within a few times 4 MiB on a Pi. A bigger result fails the run with a hint to add a LIMIT.
+pub const SQL_BOUNDS: Bounds = Bounds {
+    rows: 10_000,
+    bytes: 4 << 20,
+};
 
 /// What a trigger reacts to.
 #[derive(Debug, Clone)]
@@ -530,7 +538,11 @@ impl Host {
         };
         services
             .runtime
-            .block_on(services.reader.query(query, params, deadline))
+            .block_on(
+                services
+                    .reader
+                    .query_bounded(query, params, deadline, Some(SQL_BOUNDS)),
+            )
             .map_err(|e| format!("sql: {e}"))
     }
 }

@@ -29,7 +29,7 @@ use self::trace::ActionRecord;
 use crate::event::RuleRun;
 use crate::relays::model::RelayState;
 
-pub use query::{QueryResult, SqlValue};
+pub use query::{Bounds, QueryResult, SqlValue};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -104,6 +104,7 @@ impl Store {
                 source,
             })?;
         }
+        create_private(path);
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -322,6 +323,19 @@ impl HistoryReader {
             })?;
         Ok(HistoryReader { pool })
     }
+}
+
+/// Creates an empty database file readable by its owner and group only (0640; the umask may take more
+/// away): the history holds everything the house said, and SQLite gives its -wal and -shm files the
+/// mode of the database. An existing file keeps its mode. Any failure is left for SQLite to report
+/// when it opens the file.
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path);
 }
 
 /// A history at `path` migrated up to (not including) the migration named `description`, as an older
