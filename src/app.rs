@@ -4,6 +4,7 @@
 //!
 //! subscriber stops -> ingest commits and acks -> subscriber disconnects
 //!                  -> rules finish -> actions publish and close the publisher (`offline`) -> recorder writes
+//!                                               -> outbound finishes the tries in flight (briefly)
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use crate::ingest::{self, Ingest};
 use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
+use crate::outbound::{self, Outbound};
 use crate::recorder::{self, Recorder};
 use crate::relays::driver::RelayDriver;
 use crate::relays::model::RelayModel;
@@ -113,9 +115,12 @@ pub async fn run_with(
     let (ingest_tx, ingest_rx) = mpsc::channel(ingest::CHANNEL_CAPACITY);
     let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
+    let (outbound_tx, outbound_rx) = mpsc::channel(outbound::CHANNEL_CAPACITY);
     let metrics = match config.metrics.listen {
         Some(addr) => {
-            Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &outputs_tx, &records_tx)).await?)
+            let mut queues = queues(&rules_tx, &ingest_tx, &outputs_tx, &records_tx);
+            queues.watch("outbound", &outbound_tx);
+            Some(MetricsServer::bind(addr, queues).await?)
         }
         None => None,
     };
@@ -135,10 +140,22 @@ pub async fn run_with(
         .run(),
     );
     stages.spawn(
+        "outbound",
+        Outbound {
+            store: store.clone(),
+            input: outbound_rx,
+            recorder: records_tx.clone(),
+            config: Arc::new(config.outbound.clone()),
+            client: outbound::client::Client::default(),
+        }
+        .run(),
+    );
+    stages.spawn(
         "actions",
         Actions {
             input: outputs_rx,
             publisher: publish_handle,
+            outbound: outbound_tx,
             recorder: records_tx.clone(),
             relays: RelayDriver {
                 backend,
@@ -161,6 +178,7 @@ pub async fn run_with(
     };
     let mut rules = RuleSet::new(limits, Some(services), persisted, Clock::Wall, config.location);
     rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relay_start);
+    rules.set_outbound(Arc::new(config.outbound.clone()));
     let (ready_tx, ready_rx) = oneshot::channel();
     let worker = RuleWorker {
         rules_dir: config.rules.dir.clone(),

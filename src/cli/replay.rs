@@ -67,6 +67,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         gpio: config.gpio.clone(),
         base_topic: config.mqtt.base_topic.clone(),
         scratch: true,
+        outbound: std::sync::Arc::new(config.outbound.clone()),
     };
     let mut sim = Simulation::start_with(
         &scratch.path().join("replay.db"),
@@ -166,6 +167,9 @@ impl<W: Write> Printer<'_, W> {
                 Action::Relay { name, on, .. } => {
                     ("relay", name, Bytes::from(if on { "ON" } else { "OFF" }), 1, true)
                 }
+                // Shown, never sent.
+                Action::Notify { channel, note } => ("notify", channel, Bytes::from(note.text), 0, false),
+                Action::Http(call) => ("http", call.target(), call.body, 0, false),
             };
             self.actions += 1;
             let payload = String::from_utf8_lossy(&payload);
@@ -177,6 +181,9 @@ impl<W: Write> Printer<'_, W> {
                         "target": topic, "value": payload, "qos": qos, "retain": retain,
                     });
                     writeln!(self.out, "{line}")?;
+                }
+                Format::Table | Format::Csv if kind == "notify" || kind == "http" => {
+                    writeln!(self.out, "{time}  {rule}  {kind} {topic} {payload:?} (not sent)")?
                 }
                 Format::Table | Format::Csv => {
                     writeln!(self.out, "{time}  {rule}  publish {topic} {payload:?}")?

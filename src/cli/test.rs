@@ -30,6 +30,7 @@ pub fn test(config_path: &Path, paths: &[PathBuf], out: &mut impl Write) -> anyh
         gpio: config.gpio.clone(),
         base_topic: config.mqtt.base_topic.clone(),
         scratch: true,
+        outbound: std::sync::Arc::new(config.outbound.clone()),
     };
     let mut failed = 0;
     for file in &files {

@@ -61,6 +61,14 @@ pub struct Metrics {
     pub actions: Counter,
     /// Actions that could not be performed.
     pub action_errors: Counter,
+    /// Notifications and HTTP calls delivered (a 1xx-3xx answer).
+    pub deliveries_sent: Counter,
+    /// Tries of a notification or HTTP call that failed and will be made again.
+    pub deliveries_retried: Counter,
+    /// Notifications and HTTP calls refused (a 4xx answer) or impossible: not retried.
+    pub deliveries_failed: Counter,
+    /// Notifications and HTTP calls dropped undelivered after `http.max_age`.
+    pub deliveries_dropped: Counter,
     latency: Histogram,
     rules: Mutex<BTreeMap<String, RuleCounts>>,
 }
@@ -81,6 +89,10 @@ impl Metrics {
             store_errors: Counter::new(),
             actions: Counter::new(),
             action_errors: Counter::new(),
+            deliveries_sent: Counter::new(),
+            deliveries_retried: Counter::new(),
+            deliveries_failed: Counter::new(),
+            deliveries_dropped: Counter::new(),
             latency: Histogram::new(),
             rules: Mutex::new(BTreeMap::new()),
         }
@@ -161,6 +173,27 @@ impl Metrics {
             "action_errors",
             "Actions that could not be performed.",
             &self.action_errors,
+        );
+        let deliveries: Vec<String> = [
+            ("sent", &self.deliveries_sent),
+            ("retried", &self.deliveries_retried),
+            ("failed", &self.deliveries_failed),
+            ("dropped", &self.deliveries_dropped),
+        ]
+        .iter()
+        .map(|(outcome, counter)| {
+            format!(
+                "homewright_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                counter.get()
+            )
+        })
+        .collect();
+        family(
+            &mut out,
+            "homewright_deliveries_total",
+            "counter",
+            "Notifications and HTTP calls by outcome: sent; retried (a try failed, another follows); failed (refused, not retried); dropped (older than http.max_age).",
+            &deliveries.join("\n"),
         );
         self.render_rules(&mut out);
         let mut depths = String::new();

@@ -136,6 +136,11 @@ impl RuleSet {
         }
     }
 
+    /// Sets the notification channels and the hosts `http()` may call.
+    pub fn set_outbound(&self, outbound: Arc<crate::config::OutboundConfig>) {
+        self.host.set_outbound(outbound);
+    }
+
     /// Loads every rule file of `dir`; returns the problems of those that could not be loaded.
     pub fn load_dir(&mut self, dir: &Path) -> std::io::Result<Vec<Diagnostic>> {
         let mut problems = Vec::new();

@@ -2,6 +2,7 @@
 //! ingest and the actions stage share, and the read-only [`HistoryReader`] that `query`, `last()` and
 //! `sql()` use so that nothing a user or a rule writes as SQL can change the history.
 
+pub mod deliveries;
 mod housekeeping;
 mod messages;
 pub mod outbox;

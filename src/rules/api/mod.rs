@@ -4,6 +4,7 @@
 mod actions;
 mod json;
 mod message;
+mod outbound;
 mod relays;
 mod state;
 mod timers;
@@ -23,6 +24,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Deadline>)
     message::register(engine);
     triggers::register(engine, host);
     actions::register(engine, host);
+    outbound::register(engine, host);
     state::register(engine, host, deadline);
     timers::register(engine, host);
     relays::register(engine, host);
