@@ -48,7 +48,12 @@ fn assert_no_secret(log: &Path) {
 }
 
 async fn rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
-    query(db, sql).await.rows.iter().map(|row| row.iter().map(text).collect()).collect()
+    query(db, sql)
+        .await
+        .rows
+        .iter()
+        .map(|row| row.iter().map(text).collect())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,20 +89,38 @@ on_message("washer/again", |msg| notify("phone", "second"));
     // ntfy: refused with a 500 first, then accepted on the retry.
     let tries = ntfy.wait_for(2, Duration::from_secs(10)).await;
     for received in &tries {
-        assert_eq!((received.method.as_str(), received.path.as_str()), ("POST", "/house"));
+        assert_eq!(
+            (received.method.as_str(), received.path.as_str()),
+            ("POST", "/house")
+        );
         assert_eq!(received.header("title"), Some("Laundry"));
         assert_eq!(received.header("priority"), Some("4"));
         assert_eq!(received.header("tags"), Some("basket,tada"));
-        assert_eq!(received.header("authorization"), Some(format!("Basic {}", basic_of_alice()).as_str()));
+        assert_eq!(
+            received.header("authorization"),
+            Some(format!("Basic {}", basic_of_alice()).as_str())
+        );
         assert_eq!(received.body, "Washing done");
     }
     let got = gotify.wait_for(1, Duration::from_secs(5)).await;
-    assert_eq!((got[0].method.as_str(), got[0].path.as_str()), ("POST", "/message"));
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("POST", "/message")
+    );
     assert_eq!(got[0].header("x-gotify-key"), Some(GOTIFY_TOKEN));
-    assert_eq!(json(&got[0]), serde_json::json!({ "message": "Washing done", "title": "Laundry" }));
+    assert_eq!(
+        json(&got[0]),
+        serde_json::json!({ "message": "Washing done", "title": "Laundry" })
+    );
     let hooked = hook.wait_for(2, Duration::from_secs(5)).await;
-    let channel = hooked.iter().find(|r| r.path == "/notify").expect("the webhook channel");
-    assert_eq!(channel.header("authorization"), Some(format!("Bearer {HOOK_TOKEN}").as_str()));
+    let channel = hooked
+        .iter()
+        .find(|r| r.path == "/notify")
+        .expect("the webhook channel");
+    assert_eq!(
+        channel.header("authorization"),
+        Some(format!("Bearer {HOOK_TOKEN}").as_str())
+    );
     assert_eq!(json(channel), serde_json::json!({ "message": "Washing done" }));
     let call = hooked.iter().find(|r| r.path == "/log").expect("the http() call");
     assert_eq!(call.header("content-type"), Some("application/json"));
@@ -106,12 +129,24 @@ on_message("washer/again", |msg| notify("phone", "second"));
 
     let db = setup.db_path();
     let sent = "SELECT count(*) FROM actions WHERE outcome = 'sent' AND status = 200";
-    eventually("four sent rows", Duration::from_secs(5), || async { (count(&db, sent).await == 4).then_some(()) }).await;
-    let targets = rows(&db, "SELECT kind, target, rule, CAST(value AS TEXT) FROM actions WHERE outcome = 'sent' ORDER BY target").await;
+    eventually("four sent rows", Duration::from_secs(5), || async {
+        (count(&db, sent).await == 4).then_some(())
+    })
+    .await;
+    let targets = rows(
+        &db,
+        "SELECT kind, target, rule, CAST(value AS TEXT) FROM actions WHERE outcome = 'sent' ORDER BY target",
+    )
+    .await;
     assert_eq!(
         targets,
         [
-            ["http", &format!("POST http://127.0.0.1:{}/log", hook.port), "washer", r#"{"event":"washer","watts":2.5}"#],
+            [
+                "http",
+                &format!("POST http://127.0.0.1:{}/log", hook.port),
+                "washer",
+                r#"{"event":"washer","watts":2.5}"#
+            ],
             ["notify", "family", "washer", "Washing done"],
             ["notify", "hook", "washer", "Washing done"],
             ["notify", "phone", "washer", "Washing done"],
@@ -122,8 +157,12 @@ on_message("washer/again", |msg| notify("phone", "second"));
     ntfy.answer(&[(400, "invalid topic\nsee the docs")]);
     plug.publish("washer/again", "", QoS::AtLeastOnce, false).await;
     ntfy.wait_for(3, Duration::from_secs(5)).await;
-    let failed = "SELECT count(*) FROM actions WHERE target = 'phone' AND outcome = 'failed' AND status = 400";
-    eventually("the refusal's row", Duration::from_secs(5), || async { (count(&db, failed).await == 1).then_some(()) }).await;
+    let failed =
+        "SELECT count(*) FROM actions WHERE target = 'phone' AND outcome = 'failed' AND status = 400";
+    eventually("the refusal's row", Duration::from_secs(5), || async {
+        (count(&db, failed).await == 1).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(ntfy.received().len(), 3, "a 400 must not be retried");
     assert_eq!(count(&db, "SELECT count(*) FROM deliveries").await, 0);
@@ -131,8 +170,14 @@ on_message("washer/again", |msg| notify("phone", "second"));
     process.signal("TERM");
     assert_eq!(process.wait().await, Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("notify phone: HTTP 500: try later; try 1 failed"), "no retry logged");
-    assert!(text.contains("notify phone: refused with HTTP 400: invalid topic; not retried"), "no refusal logged");
+    assert!(
+        text.contains("notify phone: HTTP 500: try later; try 1 failed"),
+        "no retry logged"
+    );
+    assert!(
+        text.contains("notify phone: refused with HTTP 400: invalid topic; not retried"),
+        "no refusal logged"
+    );
     assert_no_secret(&log);
 }
 
@@ -149,10 +194,14 @@ async fn notifications_wait_out_an_outage_and_a_restart_and_arrive_once_in_order
     let first = Process::start_logged(&setup, &log).await;
     let door = Client::connect(setup.port, "door-sensor").await;
     for n in 1..=3 {
-        door.publish("door/front", n.to_string(), QoS::AtLeastOnce, false).await;
+        door.publish("door/front", n.to_string(), QoS::AtLeastOnce, false)
+            .await;
     }
     let waiting = "SELECT count(*) FROM deliveries";
-    eventually("three rows in the outbox", Duration::from_secs(5), || async { (count(&db, waiting).await == 3).then_some(()) }).await;
+    eventually("three rows in the outbox", Duration::from_secs(5), || async {
+        (count(&db, waiting).await == 3).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1_500)).await; // a few tries against the closed port
     first.signal("TERM");
     assert_eq!(first.wait().await, Some(0));
@@ -162,7 +211,8 @@ async fn notifications_wait_out_an_outage_and_a_restart_and_arrive_once_in_order
     let second = Process::start_logged(&setup, &log).await;
     let door = Client::connect(setup.port, "door-sensor-2").await;
     for n in 4..=5 {
-        door.publish("door/back", n.to_string(), QoS::AtLeastOnce, false).await;
+        door.publish("door/back", n.to_string(), QoS::AtLeastOnce, false)
+            .await;
     }
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
     let ntfy = HttpServer::start_on(port).await;
@@ -172,12 +222,18 @@ async fn notifications_wait_out_an_outage_and_a_restart_and_arrive_once_in_order
     assert_eq!(bodies, ["1", "2", "3", "4", "5"], "each once, in order");
     assert!(received.iter().all(|r| r.path == "/door"));
     let sent = "SELECT count(*) FROM actions WHERE kind = 'notify' AND outcome = 'sent'";
-    eventually("five sent rows", Duration::from_secs(5), || async { (count(&db, sent).await == 5).then_some(()) }).await;
+    eventually("five sent rows", Duration::from_secs(5), || async {
+        (count(&db, sent).await == 5).then_some(())
+    })
+    .await;
     assert_eq!(count(&db, waiting).await, 0);
     second.signal("TERM");
     assert_eq!(second.wait().await, Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("cannot connect to 127.0.0.1"), "the outage is logged");
+    assert!(
+        text.contains("cannot connect to 127.0.0.1"),
+        "the outage is logged"
+    );
     assert_no_secret(&log);
 }
 
@@ -211,16 +267,25 @@ async fn a_server_that_never_answers_times_out_and_holds_up_nothing_else() {
     client.next_on("done/2", Duration::from_secs(2)).await;
     let notified = ntfy.wait_for(2, Duration::from_secs(2)).await;
     assert_eq!(notified[1].body, "b");
+    let db = engine.setup.db_path();
     let runs = "SELECT count(*) FROM rule_runs WHERE rule = 'slow' AND error IS NULL";
-    assert_eq!(engine.query(runs).await.rows[0][0], homewright::store::SqlValue::Integer(2));
-    assert_eq!(count(&engine.setup.db_path(), "SELECT count(*) FROM deliveries WHERE kind = 'http'").await, 2);
+    eventually("two clean runs", Duration::from_secs(2), || async {
+        (count(&db, runs).await == 2).then_some(())
+    })
+    .await;
+    // Both calls wait on their lane; the notifications and publishes went on.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM deliveries WHERE kind = 'http'").await,
+        2
+    );
     engine.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_url_outside_http_allow_is_an_error_at_the_call() {
     let hook = HttpServer::start().await;
-    let rule = "on_message(\"call/now\", |msg| {\n    http(\"GET\", \"https://evil.example/steal\", ());\n});\n";
+    let rule =
+        "on_message(\"call/now\", |msg| {\n    http(\"GET\", \"https://evil.example/steal\", ());\n});\n";
     let mut setup = Setup::embedded().rule("caller", rule);
     setup.extra_config = format!("http:\n  allow: [\"127.0.0.1:{}\"]\n", hook.port);
     let engine = Engine::start(setup).await;
@@ -228,13 +293,18 @@ async fn a_url_outside_http_allow_is_an_error_at_the_call() {
     client.publish("call/now", "", QoS::AtLeastOnce, false).await;
     let db = engine.setup.db_path();
     let error = eventually("the failed run", Duration::from_secs(5), || async {
-        let found = rows(&db, "SELECT error FROM rule_runs WHERE rule = 'caller' AND error IS NOT NULL").await;
+        let found = rows(
+            &db,
+            "SELECT error FROM rule_runs WHERE rule = 'caller' AND error IS NOT NULL",
+        )
+        .await;
         found.into_iter().next().map(|row| row[0].clone())
     })
     .await;
     assert!(
-        error.starts_with("rules/caller.rhai:2:5: http: evil.example:443 is not in http.allow")
-            || error.starts_with("rules/caller.rhai:2:5: http: evil.example is not in http.allow"),
+        error.ends_with(
+            "rules/caller.rhai:2:5: http: evil.example is not in http.allow; add `evil.example` to http.allow in the config to let rules call it"
+        ),
         "{error}"
     );
     assert_eq!(count(&db, "SELECT count(*) FROM deliveries").await, 0);
@@ -248,12 +318,20 @@ async fn the_notify_command_sends_a_test_notification_and_prints_the_outcome() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("homewright.yaml"),
-        format!("notify:\n  phone: ntfy://alice:{NTFY_PASSWORD}@127.0.0.1:{}/house\n", ntfy.port),
+        format!(
+            "notify:\n  phone: ntfy://alice:{NTFY_PASSWORD}@127.0.0.1:{}/house\n",
+            ntfy.port
+        ),
     )
     .unwrap();
     let output = crate::support::run_homewright(dir.path(), &["notify", "Hello from homewright"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(stdout.trim(), "phone: sent (HTTP 200)");
     assert_eq!(ntfy.received()[0].body, "Hello from homewright");
 

@@ -12,6 +12,7 @@ mod init;
 mod interop;
 mod metrics;
 mod outage;
+mod outbound;
 mod packaging;
 mod plot;
 mod relays;

@@ -24,7 +24,10 @@ impl Received {
     /// The value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -47,7 +50,9 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts on a free port.
     pub async fn start() -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the test HTTP server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the test HTTP server");
         let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let task = Some(tokio::spawn(serve(listener, Arc::clone(&shared))));
@@ -68,7 +73,9 @@ impl HttpServer {
 
     /// Starts on `port` (after an outage), keeping nothing of an earlier server.
     pub async fn start_on(port: u16) -> HttpServer {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the test HTTP server again");
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the test HTTP server again");
         let shared = Arc::new(Mutex::new(Shared::default()));
         let task = Some(tokio::spawn(serve(listener, Arc::clone(&shared))));
         HttpServer { port, shared, task }
@@ -76,7 +83,9 @@ impl HttpServer {
 
     /// Answers the next requests with these statuses and bodies, then 200 again.
     pub fn answer(&self, statuses: &[(u16, &str)]) {
-        self.lock().script.extend(statuses.iter().map(|(s, b)| (*s, b.to_string())));
+        self.lock()
+            .script
+            .extend(statuses.iter().map(|(s, b)| (*s, b.to_string())));
     }
 
     /// Every request so far.
@@ -86,10 +95,14 @@ impl HttpServer {
 
     /// Waits until `n` requests arrived (panics after `timeout`).
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        crate::support::eventually(&format!("{n} requests on port {}", self.port), timeout, || async {
-            let received = self.received();
-            (received.len() >= n).then_some(received)
-        })
+        crate::support::eventually(
+            &format!("{n} requests on port {}", self.port),
+            timeout,
+            || async {
+                let received = self.received();
+                (received.len() >= n).then_some(received)
+            },
+        )
         .await
     }
 
@@ -121,7 +134,9 @@ async fn serve(listener: TcpListener, shared: Arc<Mutex<Shared>>) {
 }
 
 async fn answer(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
-    let Some(request) = read_request(&mut stream).await else { return };
+    let Some(request) = read_request(&mut stream).await else {
+        return;
+    };
     let (status, body, silent) = {
         let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
         shared.received.push(request);
