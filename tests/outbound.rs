@@ -77,8 +77,9 @@ on_message("washer/again", |msg| notify("phone", "second"));
     std::fs::write(setup.dir.path().join("gotify.token"), format!("{GOTIFY_TOKEN}\n")).unwrap();
     setup.env.push(("HW_TEST_HOOK_TOKEN".into(), HOOK_TOKEN.into()));
     setup.log_level = Some("trace".into());
+    let metrics_port = free_port();
     setup.extra_config = format!(
-        "notify:\n  phone: ntfy://alice:{NTFY_PASSWORD}@127.0.0.1:{}/house\n  family:\n    url: gotify://127.0.0.1:{}\n    token_file: gotify.token\n  hook:\n    url: http://127.0.0.1:{}/notify\n    token_env: HW_TEST_HOOK_TOKEN\nhttp:\n  allow: [\"127.0.0.1:{}\"]\n",
+        "metrics:\n  listen: 127.0.0.1:{metrics_port}\nnotify:\n  phone: ntfy://alice:{NTFY_PASSWORD}@127.0.0.1:{}/house\n  family:\n    url: gotify://127.0.0.1:{}\n    token_file: gotify.token\n  hook:\n    url: http://127.0.0.1:{}/notify\n    token_env: HW_TEST_HOOK_TOKEN\nhttp:\n  allow: [\"127.0.0.1:{}\"]\n",
         ntfy.port, gotify.port, hook.port, hook.port
     );
     let log = setup.dir.path().join("engine.log");
@@ -166,6 +167,22 @@ on_message("washer/again", |msg| notify("phone", "second"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(ntfy.received().len(), 3, "a 400 must not be retried");
     assert_eq!(count(&db, "SELECT count(*) FROM deliveries").await, 0);
+    let (_, scrape) = crate::metrics::get(metrics_port, "/metrics").await;
+    let outcome = |name: &str| {
+        crate::metrics::sample(
+            &scrape,
+            &format!("homewright_deliveries_total{{outcome=\"{name}\"}}"),
+        )
+    };
+    assert_eq!(
+        [
+            outcome("sent"),
+            outcome("retried"),
+            outcome("failed"),
+            outcome("dropped")
+        ],
+        [Some(4.0), Some(1.0), Some(1.0), Some(0.0)]
+    );
 
     process.signal("TERM");
     assert_eq!(process.wait().await, Some(0));
@@ -345,4 +362,30 @@ async fn the_notify_command_sends_a_test_notification_and_prints_the_outcome() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no channel `pager` in notify:"), "{stderr}");
     assert!(!stderr.contains(NTFY_PASSWORD) && !stdout.contains(NTFY_PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_older_than_max_age_is_dropped_and_recorded() {
+    let down = free_port();
+    let mut setup = Setup::embedded().rule(
+        "door",
+        r#"on_message("door/open", |msg| notify("the door is open"));"#,
+    );
+    setup.extra_config = format!("notify:\n  phone: ntfy://127.0.0.1:{down}/door\nhttp:\n  max_age: 2s\n");
+    let engine = Engine::start(setup).await;
+    let client = Client::connect(engine.setup.port, "door").await;
+    client.publish("door/open", "", QoS::AtLeastOnce, false).await;
+    let db = engine.setup.db_path();
+    let dropped =
+        "SELECT count(*) FROM actions WHERE kind = 'notify' AND target = 'phone' AND outcome = 'dropped'";
+    eventually("the dropped row", Duration::from_secs(10), || async {
+        (count(&db, dropped).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM deliveries").await, 0);
+    // Nothing is sent once the server is back: it was dropped, not forgotten in a queue.
+    let server = HttpServer::start_on(down).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(server.received().is_empty());
+    engine.stop().await;
 }

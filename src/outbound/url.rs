@@ -168,19 +168,6 @@ fn decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "the URL's user information is not UTF-8 once decoded".into())
 }
 
-/// Percent-encoding of one path segment or query value.
-pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
