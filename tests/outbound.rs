@@ -389,3 +389,47 @@ async fn a_notification_older_than_max_age_is_dropped_and_recorded() {
     assert!(server.received().is_empty());
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenarios_check_notifications_and_http_calls_without_sending_them() {
+    let server = HttpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules/tests")).unwrap();
+    std::fs::write(
+        dir.path().join("homewright.yaml"),
+        format!(
+            "notify:\n  phone: ntfy://127.0.0.1:{port}/house\nhttp:\n  allow: [\"127.0.0.1:{port}\"]\n",
+            port = server.port
+        ),
+    )
+    .unwrap();
+    let rule = format!(
+        "on_message(\"mode\", |msg| {{\n    notify(\"phone\", `mode: ${{msg.payload}}`);\n    http(\"PUT\", \"http://127.0.0.1:{}/setpoint\", #{{ celsius: 17 }});\n}});\n",
+        server.port
+    );
+    std::fs::write(dir.path().join("rules/away.rhai"), rule).unwrap();
+    let url = format!("http://127.0.0.1:{}/setpoint", server.port);
+    let pass = format!(
+        "rule: away\nstart: 2026-06-01T10:00:00+02:00\nsteps:\n  - expect_not_notified: {{ channel: phone }}\n  - publish: {{ topic: mode, payload: away }}\n  - expect_notified: {{ channel: phone, text: \"mode: away\" }}\n  - expect_http: {{ method: PUT, url: \"{url}\", body: {{ celsius: 17 }} }}\n"
+    );
+    let fail = format!(
+        "rule: away\nstart: 2026-06-01T10:00:00+02:00\nsteps:\n  - publish: {{ topic: mode, payload: home }}\n  - expect_notified: {{ regex: \"away$\", within: 1m }}\n  - expect_http: {{ url: \"{url}\", body: {{ celsius: 21 }} }}\n"
+    );
+    std::fs::write(dir.path().join("rules/tests/a_pass.yaml"), pass).unwrap();
+    std::fs::write(dir.path().join("rules/tests/b_fail.yaml"), fail).unwrap();
+    let output = crate::support::run_homewright(dir.path(), &["test"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ok    rules/tests/a_pass.yaml (4 steps"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "FAIL  rules/tests/b_fail.yaml: step 2 (expect_notified): expected a notification with a text matching /away$/ within 1m; notified since the last match: phone \"mode: home\""
+        ),
+        "{stdout}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.received().is_empty(), "homewright test sent something");
+}
