@@ -433,3 +433,65 @@ async fn scenarios_check_notifications_and_http_calls_without_sending_them() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(server.received().is_empty(), "homewright test sent something");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_channel_checks_the_certificate_against_the_system_roots() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "homewright test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let server = HttpServer::start_tls(&server_cert.pem(), &server_key.serialize_pem()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
+    std::fs::write(
+        dir.path().join("homewright.yaml"),
+        format!(
+            "notify:\n  phone: ntfys://localhost:{}/house\nhttp:\n  timeout: 5s\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let notify = |trusted: bool| {
+        let mut command = crate::support::homewright_command();
+        command.current_dir(dir.path()).args(["notify", "over TLS"]);
+        // The system's roots, as rustls-native-certs reads them: here, only the test CA.
+        if trusted {
+            command.env("SSL_CERT_FILE", dir.path().join("ca.pem"));
+        } else {
+            command
+                .env("SSL_CERT_FILE", "/nonexistent.pem")
+                .env("SSL_CERT_DIR", dir.path().join("none"));
+        }
+        command.output().expect("run homewright notify")
+    };
+    let output = notify(true);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "phone: sent (HTTP 200)",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let received = server.received();
+    assert_eq!(
+        (received[0].path.as_str(), received[0].body.as_str()),
+        ("/house", "over TLS")
+    );
+    let output = notify(false);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout.starts_with("phone: not delivered: TLS with localhost:"),
+        "{stdout}"
+    );
+    assert_eq!(server.received().len(), 1);
+}

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// One request as the server read it.
@@ -56,6 +56,41 @@ impl HttpServer {
         let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let task = Some(tokio::spawn(serve(listener, Arc::clone(&shared))));
+        HttpServer { port, shared, task }
+    }
+
+    /// Starts an HTTPS server with this certificate chain and key (PEM).
+    pub async fn start_tls(chain_pem: &str, key_pem: &str) -> HttpServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server TLS config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the test HTTPS server");
+        let port = listener.local_addr().expect("local addr").port();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let state = Arc::clone(&shared);
+        let task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        answer(tls, state).await;
+                    }
+                });
+            }
+        }));
         HttpServer { port, shared, task }
     }
 
@@ -133,7 +168,7 @@ async fn serve(listener: TcpListener, shared: Arc<Mutex<Shared>>) {
     }
 }
 
-async fn answer(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Mutex<Shared>>) {
     let Some(request) = read_request(&mut stream).await else {
         return;
     };
@@ -155,7 +190,7 @@ async fn answer(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
     let _ = stream.shutdown().await;
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Received> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Received> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
