@@ -58,7 +58,7 @@ pub struct Ingest {
     /// broker idle during every commit; a batch of half of it lets the broker send the other half
     /// meanwhile. So a batch closes at half the window (at least [`MIN_UNACKED_PER_BATCH`], at most
     /// [`MAX_BATCH`]). With Mosquitto's default window of 20 the batches close earlier, when the stream
-    /// pauses; with the 10,000 the README recommends they hold 4,000, as at QoS 0, and commit an
+    /// pauses; with the 10,000 `docs/durability.md` recommends they hold 4,000, as at QoS 0, and commit an
     /// eighth as often as half of a 1,000 window did.
     ///
     /// The estimate only grows. Mosquitto sends a reconnecting client its backlog past its window,

@@ -191,6 +191,22 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// The stage for `config`'s channels and delivery settings.
+    pub fn new(
+        config: &crate::config::Config,
+        store: Store,
+        input: mpsc::Receiver<Delivery>,
+        recorder: mpsc::Sender<Vec<Output>>,
+    ) -> Outbound {
+        Outbound {
+            store,
+            input,
+            recorder,
+            config: Arc::new(config.outbound.clone()),
+            client: Client::default(),
+        }
+    }
+
     /// Delivers what the outbox holds from before, then what arrives, until the input closes.
     pub async fn run(mut self) {
         let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();

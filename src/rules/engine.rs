@@ -27,6 +27,18 @@ pub struct Limits {
     pub max_string_size: usize,
 }
 
+impl Limits {
+    /// The limits `config` sets: `rules.max_operations` and `rules.timeout`, and strings up to four
+    /// times `mqtt.max_packet_size` (a rule builds a payload from parts, and every message must fit).
+    pub fn of(config: &crate::config::Config) -> Limits {
+        Limits {
+            max_operations: config.rules.max_operations,
+            timeout: config.rules.timeout,
+            max_string_size: 4 * config.mqtt.max_packet_size,
+        }
+    }
+}
+
 /// The deadline of the run in progress, shared between the rule thread and the engine's progress
 /// callback. Microseconds since `origin`; 0 means no run is in progress.
 #[derive(Debug)]

@@ -136,6 +136,26 @@ impl RuleSet {
         }
     }
 
+    /// The engine's rule set, as `config` sets it up, on the wall clock: `persisted` is what the last
+    /// run left in the database, `relays` each relay's start state.
+    pub fn for_engine(
+        config: &crate::config::Config,
+        services: Services,
+        persisted: Persisted,
+        relays: HashMap<String, crate::relays::model::RelayState>,
+    ) -> Self {
+        let mut rules = RuleSet::new(
+            Limits::of(config),
+            Some(services),
+            persisted,
+            Clock::Wall,
+            config.location.clone(),
+        );
+        rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);
+        rules.set_outbound(std::sync::Arc::new(config.outbound.clone()));
+        rules
+    }
+
     /// Sets the notification channels and the hosts `http()` may call.
     pub fn set_outbound(&self, outbound: Arc<crate::config::OutboundConfig>) {
         self.host.set_outbound(outbound);

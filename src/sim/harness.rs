@@ -65,6 +65,20 @@ pub struct Options {
     pub outbound: std::sync::Arc<crate::config::OutboundConfig>,
 }
 
+impl Options {
+    /// What `config` sets for rules, on a scratch history when `scratch`.
+    pub fn of(config: &crate::config::Config, scratch: bool) -> Options {
+        Options {
+            location: config.location.clone(),
+            limits: Limits::of(config),
+            gpio: config.gpio.clone(),
+            base_topic: config.mqtt.base_topic.clone(),
+            scratch,
+            outbound: std::sync::Arc::new(config.outbound.clone()),
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
