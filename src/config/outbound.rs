@@ -113,6 +113,10 @@ pub fn validate(
             RawChannel::Url(url) => (Some(url.clone()), None),
             RawChannel::Full(full) => {
                 let token = secret(full, base, &key, problem);
+                let given = full.token.is_some() || full.token_file.is_some() || full.token_env.is_some();
+                if given && token.is_none() {
+                    continue; // already reported; the URL alone would only add a second problem
+                }
                 (full.url.clone(), token)
             }
         };
