@@ -97,7 +97,7 @@ pub struct RuleSet {
     /// The previous message of each topic an `on_change` trigger watches.
     previous: foldhash::HashMap<Arc<str>, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
-    pub(super) persisted: Persisted,
+    pub(crate) persisted: Persisted,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
     routes: foldhash::HashMap<String, Arc<[(usize, usize)]>>,
 }
