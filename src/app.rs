@@ -106,7 +106,11 @@ pub async fn run_with(
     let (subscriber, acker) = Subscriber::new(&with_command_topics(&config), ingest_tx, rules_tx.clone())?;
     let stages = Stages::default();
     stages.spawn("publisher", publisher.run(shutdown.clone()));
-    stages.spawn("recorder", Recorder::new(store.clone(), records_rx).run());
+    let commit_interval = config.database.commit_interval;
+    stages.spawn(
+        "recorder",
+        Recorder::new(store.clone(), records_rx, commit_interval).run(),
+    );
     let driver = RelayDriver::new(backend, &config, levels);
     let outbound = Outbound::new(&config, store.clone(), outbound_rx, records_tx.clone());
     stages.spawn("outbound", outbound.run());
@@ -155,7 +159,10 @@ pub async fn run_with(
     // gone, the rule thread ends.
     drop(rules_tx);
 
-    stages.spawn("ingest", Ingest::new(store.clone(), acker, ingest_rx).run());
+    stages.spawn(
+        "ingest",
+        Ingest::new(store.clone(), acker, ingest_rx, commit_interval).run(),
+    );
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
     let housekeeping = Housekeeping::new(store.clone(), &config.database);
     stages.spawn("housekeeping", housekeeping.run(shutdown.clone()));

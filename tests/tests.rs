@@ -4,10 +4,12 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod commits;
 mod crash;
 mod database_faults;
 mod end_to_end;
 mod examples;
+mod held;
 mod init;
 mod interop;
 mod metrics;
