@@ -2,8 +2,9 @@
 //! on a channel that carries only actions, and hands each performed action to the
 //! [`recorder`](crate::recorder), which writes them in batches (the rule thread hands it the record of
 //! every run and of every `store_set` itself). Keeping the database write out of this loop means a
-//! commit never delays a publish. When the rules are done it puts each relay in its `on_stop` state,
-//! then closes the publisher.
+//! commit never delays a publish. Notifications and HTTP calls are handed to the
+//! [`outbound`](crate::outbound) stage, which records each when it is delivered. When the rules are
+//! done it puts each relay in its `on_stop` state, then closes the publisher.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -12,6 +13,7 @@ use tracing::{error, info};
 use crate::event::{Action, ActionRequest, Output, now_millis};
 use crate::metrics::METRICS;
 use crate::mqtt::publisher::PublishHandle;
+use crate::outbound::{Delivery, Request};
 use crate::relays::driver::RelayDriver;
 use crate::relays::model::{Cause, RelayState};
 
@@ -21,6 +23,8 @@ pub struct Actions {
     pub publisher: PublishHandle,
     pub recorder: mpsc::Sender<Vec<Output>>,
     pub relays: RelayDriver,
+    /// Notifications and HTTP calls go there; it ends when this stage drops it.
+    pub outbound: mpsc::Sender<Delivery>,
 }
 
 impl Actions {
@@ -30,12 +34,14 @@ impl Actions {
         publisher: PublishHandle,
         recorder: mpsc::Sender<Vec<Output>>,
         relays: RelayDriver,
+        outbound: mpsc::Sender<Delivery>,
     ) -> Actions {
         Actions {
             input,
             publisher,
             recorder,
             relays,
+            outbound,
         }
     }
 
@@ -43,18 +49,34 @@ impl Actions {
     /// disconnects.
     pub async fn run(mut self) {
         while let Some(ActionRequest { rule, ts, action }) = self.input.recv().await {
-            match self.perform(&action).await {
-                Ok(()) => METRICS.actions.add(1),
-                Err(e) => {
-                    METRICS.action_errors.add(1);
-                    error!(rule = %rule, "{e}");
+            let request = match action {
+                Action::Notify { channel, note } => Request::Notify { channel, note },
+                Action::Http(call) => Request::Http(call),
+                other => {
+                    self.act(rule, ts, other).await;
                     continue;
                 }
+            };
+            // Recorded by the outbound stage once it is delivered, refused or dropped.
+            if self.outbound.send(Delivery { rule, ts, request }).await.is_err() {
+                error!("the outbound stage is gone; notifications and HTTP calls are not sent");
             }
-            self.record(Output::Action { rule, ts, action }).await;
         }
         self.stop_relays().await;
         self.publisher.close().await;
+    }
+
+    /// Performs a publish or a relay switch, and records it.
+    async fn act(&mut self, rule: std::sync::Arc<str>, ts: i64, action: Action) {
+        match self.perform(&action).await {
+            Ok(()) => METRICS.actions.add(1),
+            Err(e) => {
+                METRICS.action_errors.add(1);
+                error!(rule = %rule, "{e}");
+                return;
+            }
+        }
+        self.record(Output::Action { rule, ts, action }).await;
     }
 
     async fn record(&self, performed: Output) {
@@ -83,6 +105,9 @@ impl Actions {
                     .publish(&topic, state, 1, true)
                     .await
                     .map_err(|e| e.to_string())
+            }
+            Action::Notify { .. } | Action::Http(_) => {
+                Err("a notification or HTTP call is the outbound stage's".into())
             }
         }
     }

@@ -4,6 +4,7 @@
 //!
 //! subscriber stops -> ingest commits and acks -> subscriber disconnects
 //!                  -> rules finish -> actions publish and close the publisher (`offline`) -> recorder writes
+//!                                               -> outbound finishes the tries in flight (briefly)
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::os::health::{IngestCheck, IngestProgress};
+use crate::outbound::{self, Outbound};
 use crate::recorder::{self, Recorder};
 use crate::relays::commands::with_command_topics;
 use crate::relays::driver::RelayDriver;
@@ -89,9 +91,12 @@ pub async fn run_with(
     let (ingest_tx, ingest_rx) = mpsc::channel(ingest::CHANNEL_CAPACITY);
     let (actions_tx, actions_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
+    let (outbound_tx, outbound_rx) = mpsc::channel(outbound::CHANNEL_CAPACITY);
     let metrics = match config.metrics.listen {
         Some(addr) => {
-            Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &actions_tx, &records_tx)).await?)
+            let mut queues = queues(&rules_tx, &ingest_tx, &actions_tx, &records_tx);
+            queues.watch("outbound", &outbound_tx);
+            Some(MetricsServer::bind(addr, queues).await?)
         }
         None => None,
     };
@@ -114,7 +119,15 @@ pub async fn run_with(
         Recorder::new(store.clone(), records_rx, commit_interval).run(),
     );
     let driver = RelayDriver::new(backend, &config, levels);
-    let actions = Actions::new(actions_rx, publish_handle, records_tx.clone(), driver);
+    let outbound = Outbound::new(&config, store.clone(), outbound_rx, records_tx.clone());
+    stages.spawn("outbound", outbound.run());
+    let actions = Actions::new(
+        actions_rx,
+        publish_handle,
+        records_tx.clone(),
+        driver,
+        outbound_tx,
+    );
     stages.spawn("actions", actions.run());
 
     let services = Services {

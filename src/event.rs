@@ -50,6 +50,56 @@ pub enum Action {
         on: bool,
         cause: &'static str,
     },
+    /// Send a notification on a configured channel (delivered by the outbound stage).
+    Notify { channel: String, note: Notification },
+    /// Make an HTTP call to an allowed host (delivered by the outbound stage).
+    Http(HttpCall),
+}
+
+/// A notification as a rule asked for it; each channel renders it its own way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Notification {
+    pub text: String,
+    pub title: Option<String>,
+    /// 1 (min) to 5 (max), as ntfy counts.
+    pub priority: Option<u8>,
+    pub tags: Vec<String>,
+    /// A URL to open when the notification is tapped.
+    pub click: Option<String>,
+}
+
+/// An HTTP call as a rule asked for it. Its `Debug` shows only the method and the URL without secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    /// Upper case.
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl std::fmt::Debug for HttpCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HttpCall({}, {} bytes)", self.target(), self.body.len())
+    }
+}
+
+/// How a notification or HTTP call ended: its row in `actions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub rule: Arc<str>,
+    /// When the rule asked, unix ms.
+    pub ts: i64,
+    /// `notify` or `http`.
+    pub kind: &'static str,
+    /// The channel, or the method and the URL without secrets.
+    pub target: String,
+    /// The notification's text or the call's body.
+    pub value: Bytes,
+    /// `sent`, `failed` or `dropped`.
+    pub outcome: &'static str,
+    /// The last HTTP status the service answered.
+    pub status: Option<u16>,
 }
 
 /// An action on its way to the actions stage: the only thing that stage's channel carries.
@@ -83,6 +133,8 @@ pub enum Output {
     },
     /// A relay's state changed (or its pending on_for off did): persist it.
     RelayState { name: String, state: RelayState },
+    /// A notification or HTTP call ended (sent, refused or dropped): its `actions` row.
+    Delivered(Delivered),
     /// An `on_held` or `on_silent` trigger's state for one topic changed: persist it.
     TopicWatch(TopicWatch),
     /// An `on_held` hold ended, or its trigger is gone: forget it.

@@ -5,7 +5,7 @@
 //!                             |
 //!                             +-> rules (Rhai, own thread) -+-> actions (ActionRequest) -+-> mqtt::publisher -> broker
 //!                                  ^                        |                            +-> relays::driver (GPIO)
-//!                   scheduler -----+                        |                            |
+//!                   scheduler -----+                        |                            +-> outbound -> HTTP (notify, http)
 //!                   (deadlines drained on the rule thread)  +-> recorder <---------------+ (performed actions)
 //!                                                                  |  (Output: runs, store_set, timers, relay states)
 //!                                                                  +-> store (trace + state, one transaction)
@@ -22,6 +22,7 @@
 //! - [`rules`]: the hardened Rhai engine, the rule API, loading and reloading, and the rule thread.
 //! - [`scheduler`]: the clock (wall or virtual), the deadline queue, every/cron/sun calendars.
 //! - [`actions`]: performs what rules asked for (publishes, relay switches), on a channel of actions only.
+//! - [`outbound`]: notifications and HTTP calls, delivered through a persistent outbox (`deliveries`).
 //! - [`relays`]: the decision model (rule thread), MQTT commands, Home Assistant discovery, the driver
 //!   and its rppal or simulated backend.
 //! - [`recorder`]: turns rule outputs into trace and state rows and writes them in batches.
@@ -52,6 +53,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod os;
+pub mod outbound;
 pub mod plot;
 pub mod recorder;
 pub mod relays;

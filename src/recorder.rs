@@ -156,6 +156,16 @@ pub fn add(batch: &mut RecordBatch, output: Output) {
         Output::RelayState { name, state } => {
             batch.relays.insert(name, state);
         }
+        Output::Delivered(delivered) => batch.actions.push(ActionRecord {
+            ts: delivered.ts,
+            rule: delivered.rule.to_string(),
+            kind: delivered.kind,
+            cause: "rule",
+            target: delivered.target,
+            value: delivered.value,
+            outcome: Some(delivered.outcome),
+            status: delivered.status,
+        }),
         Output::TriggerRan { rule, trigger, ts } => {
             let last = batch
                 .trigger_runs
@@ -186,6 +196,8 @@ fn action_row(rule: &str, ts: i64, action: Action) -> ActionRecord {
             value: payload,
             // Rules have names; the engine's own publishes (state, discovery) have none.
             cause: if rule.is_empty() { "engine" } else { "rule" },
+            outcome: None,
+            status: None,
         },
         Action::Relay { name, on, cause } => ActionRecord {
             ts,
@@ -194,6 +206,30 @@ fn action_row(rule: &str, ts: i64, action: Action) -> ActionRecord {
             target: name,
             value: Bytes::from_static(if on { b"ON" } else { b"OFF" }),
             cause,
+            outcome: None,
+            status: None,
+        },
+        // The live engine records these when they are delivered (`Output::Delivered`); what arrives here
+        // is a simulation's (`test`, `replay`), which sends nothing: no outcome.
+        Action::Notify { channel, note } => ActionRecord {
+            ts,
+            rule: rule.to_string(),
+            kind: "notify",
+            target: channel,
+            value: Bytes::from(note.text),
+            cause: "rule",
+            outcome: None,
+            status: None,
+        },
+        Action::Http(call) => ActionRecord {
+            ts,
+            rule: rule.to_string(),
+            kind: "http",
+            target: call.target(),
+            value: call.body,
+            cause: "rule",
+            outcome: None,
+            status: None,
         },
     }
 }

@@ -186,7 +186,7 @@ fn the_shipped_example_config_and_rules_pass_check() {
         stderr(&output)
     );
     assert!(
-        stdout(&output).starts_with("ok: homewright.yaml and 7 rules"),
+        stdout(&output).starts_with("ok: homewright.yaml and 8 rules"),
         "{}",
         stdout(&output)
     );

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::support::{Client, Process, Setup, eventually, free_port};
 
 /// `GET path` on 127.0.0.1:port; returns the status line and the body.
-async fn get(port: u16, path: &str) -> (String, String) {
+pub(crate) async fn get(port: u16, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect to the metrics endpoint");
@@ -26,7 +26,7 @@ async fn get(port: u16, path: &str) -> (String, String) {
 }
 
 /// The value of the sample `name` (with its labels, as written) in a scrape, if present.
-fn sample(body: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .filter_map(|line| line.strip_prefix(name))
         .find_map(|rest| rest.strip_prefix(' '))

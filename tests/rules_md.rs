@@ -70,6 +70,10 @@ gpio:
     porch_light: { pin: 17 }
     heater: { pin: 27, interlock: [cooler] }
     cooler: { pin: 22 }
+notify:
+  phone: ntfy://127.0.0.1:1/house
+http:
+  allow: [\"192.168.1.20:8080\"]
 ";
 
 #[test]

@@ -15,6 +15,7 @@ mod interop;
 mod memory_bombs;
 mod metrics;
 mod outage;
+mod outbound;
 mod packaging;
 mod plot;
 mod qos2;

@@ -4,6 +4,7 @@
 mod check;
 mod format;
 mod init;
+mod notify;
 mod plot;
 mod query;
 mod relay;
@@ -141,6 +142,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Send a test notification through the configured channels (all, or CHANNEL) and print the outcome.
+    Notify {
+        /// Config file (for notify: and http.timeout).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// A channel's name in notify: (default: every channel), then the text; or only the text.
+        #[arg(required = true, num_args = 1..=2, value_name = "[CHANNEL] TEXT")]
+        words: Vec<String>,
+    },
     /// Start a new setup: write a commented config and a rules directory with an example rule.
     Init {
         /// Where to write them (created if missing); existing files are never overwritten.
@@ -261,6 +271,16 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             &mut std::io::stdout(),
         ),
+        Command::Notify { config, words } => {
+            let (channel, text) = match words.as_slice() {
+                [channel, text] => (Some(channel.as_str()), text.as_str()),
+                [text] => (None, text.as_str()),
+                _ => (None, ""),
+            };
+            crate::config::load(&config)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| notify::notify(&c, channel, text, &mut std::io::stdout()))
+        }
         Command::Init { dir } => init::init(&dir, &mut std::io::stdout()),
     };
     match result {

@@ -144,6 +144,9 @@ impl<W: Write> Printer<'_, W> {
                 Action::Relay { name, on, .. } => {
                     ("relay", name, Bytes::from(if on { "ON" } else { "OFF" }), 1, true)
                 }
+                // Shown, never sent.
+                Action::Notify { channel, note } => ("notify", channel, Bytes::from(note.text), 0, false),
+                Action::Http(call) => ("http", call.target(), call.body, 0, false),
             };
             self.actions += 1;
             let payload = String::from_utf8_lossy(&payload);
@@ -155,6 +158,9 @@ impl<W: Write> Printer<'_, W> {
                         "target": topic, "value": payload, "qos": qos, "retain": retain,
                     });
                     writeln!(self.out, "{line}")?;
+                }
+                Format::Table | Format::Csv if kind == "notify" || kind == "http" => {
+                    writeln!(self.out, "{time}  {rule}  {kind} {topic} {payload:?} (not sent)")?
                 }
                 Format::Table | Format::Csv => {
                     writeln!(self.out, "{time}  {rule}  publish {topic} {payload:?}")?

@@ -4,6 +4,7 @@
 
 pub mod gpio;
 mod locate;
+pub mod outbound;
 pub mod raw;
 pub mod units;
 mod validate;
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use outbound::OutboundConfig;
 pub use validate::from_yaml;
 
 /// The file `homewright run` reads when no `-c` is given.
@@ -32,6 +34,8 @@ pub struct Config {
     /// Relays on GPIO pins.
     pub gpio: gpio::GpioConfig,
     pub metrics: MetricsConfig,
+    /// Notification channels, the hosts `http()` may call, and how deliveries are tried.
+    pub outbound: OutboundConfig,
 }
 
 /// How the engine talks to the broker.
@@ -123,7 +127,7 @@ impl Secret {
         Secret(value)
     }
 
-    /// The value itself, for handing to the MQTT client and nothing else.
+    /// The value itself, for handing to the MQTT client or into a request, and nothing else.
     pub fn expose(&self) -> &str {
         &self.0
     }

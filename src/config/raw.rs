@@ -18,6 +18,9 @@ pub struct RawConfig {
     pub gpio: super::gpio::RawGpio,
     pub homeassistant: super::gpio::RawHomeAssistant,
     pub metrics: RawMetrics,
+    /// Notification channels by name.
+    pub notify: std::collections::BTreeMap<String, super::outbound::RawChannel>,
+    pub http: super::outbound::RawHttp,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.

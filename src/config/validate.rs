@@ -51,6 +51,9 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         check.problem(key, message)
     });
     let metrics = check.metrics(&raw);
+    let outbound = super::outbound::validate(&raw.notify, &raw.http, &base_dir, &mut |key, message| {
+        check.problem(key, message)
+    });
     if !check.problems.is_empty() {
         return Err(ConfigError::Invalid(check.problems));
     }
@@ -63,6 +66,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         location,
         gpio,
         metrics,
+        outbound,
     })
 }
 

@@ -64,6 +64,14 @@ pub struct Metrics {
     /// Publishes set aside from the outbox because the broker refused them (closed the connection
     /// each time they were sent).
     pub outbox_refused: Counter,
+    /// Notifications and HTTP calls delivered (a 1xx-3xx answer).
+    pub deliveries_sent: Counter,
+    /// Tries of a notification or HTTP call that failed and will be made again.
+    pub deliveries_retried: Counter,
+    /// Notifications and HTTP calls refused (a 4xx answer) or impossible: not retried.
+    pub deliveries_failed: Counter,
+    /// Notifications and HTTP calls dropped undelivered after `http.max_age`.
+    pub deliveries_dropped: Counter,
     latency: Histogram,
     rules: Mutex<BTreeMap<String, RuleCounts>>,
 }
@@ -85,6 +93,10 @@ impl Metrics {
             actions: Counter::new(),
             action_errors: Counter::new(),
             outbox_refused: Counter::new(),
+            deliveries_sent: Counter::new(),
+            deliveries_retried: Counter::new(),
+            deliveries_failed: Counter::new(),
+            deliveries_dropped: Counter::new(),
             latency: Histogram::new(),
             rules: Mutex::new(BTreeMap::new()),
         }
@@ -171,6 +183,27 @@ impl Metrics {
             "outbox_refused",
             "Publishes the broker refused, set aside from the outbox (table outbox_refused).",
             &self.outbox_refused,
+        );
+        let deliveries: Vec<String> = [
+            ("sent", &self.deliveries_sent),
+            ("retried", &self.deliveries_retried),
+            ("failed", &self.deliveries_failed),
+            ("dropped", &self.deliveries_dropped),
+        ]
+        .iter()
+        .map(|(outcome, counter)| {
+            format!(
+                "homewright_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                counter.get()
+            )
+        })
+        .collect();
+        family(
+            &mut out,
+            "homewright_deliveries_total",
+            "counter",
+            "Notifications and HTTP calls by outcome: sent; retried (a try failed, another follows); failed (refused, not retried); dropped (older than http.max_age).",
+            &deliveries.join("\n"),
         );
         self.render_rules(&mut out);
         let mut depths = String::new();

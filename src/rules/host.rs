@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use rhai::{Dynamic, FnPtr, Position};
 
+use crate::config::OutboundConfig;
 use crate::event::{Action, Message, Output};
 use crate::relays::model::{Cause, Op as RelayOp, RelayModel};
 use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
@@ -156,6 +157,8 @@ struct State {
     timers: HashMap<i64, OneShot>,
     next_timer_id: i64,
     relays: RelayModel,
+    /// The channels `notify()` may use and the hosts `http()` may call.
+    outbound: Arc<OutboundConfig>,
     /// Topics rules published to, see [`Host::published_by_rules`].
     published: foldhash::HashSet<Arc<str>>,
 }
@@ -310,6 +313,16 @@ impl Host {
     /// Takes a timer out (it fires now, or it is cancelled); `None` when it is already gone.
     pub fn take_timer(&self, id: i64) -> Option<OneShot> {
         self.state().timers.remove(&id)
+    }
+
+    /// Sets the notification channels and the hosts `http()` may call (at start, before any rule runs).
+    pub fn set_outbound(&self, outbound: Arc<OutboundConfig>) {
+        self.state().outbound = outbound;
+    }
+
+    /// The notification channels and the hosts `http()` may call.
+    pub fn outbound(&self) -> Arc<OutboundConfig> {
+        Arc::clone(&self.state().outbound)
     }
 
     /// Sets up the relays (at start, before any rule runs).

@@ -174,8 +174,14 @@ impl RuleSet {
             config.location.clone(),
         );
         rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);
+        rules.set_outbound(std::sync::Arc::new(config.outbound.clone()));
         rules.set_loop_guard(config.rules.loop_guard);
         rules
+    }
+
+    /// Sets the notification channels and the hosts `http()` may call.
+    pub fn set_outbound(&self, outbound: Arc<crate::config::OutboundConfig>) {
+        self.host.set_outbound(outbound);
     }
 
     /// Loads every rule file of `dir`; returns the problems of those that could not be loaded.

@@ -8,7 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use crate::config::gpio::GpioConfig;
-use crate::event::{Action, Event, Message, Output, RuleRun};
+use crate::event::{Action, Event, HttpCall, Message, Notification, Output, RuleRun};
 use crate::recorder;
 use crate::relays::model::RelayModel;
 use crate::rules::{Diagnostic, Limits, RuleSet, Services};
@@ -60,6 +60,9 @@ pub struct Options {
     pub base_topic: String,
     /// A history without fsyncs, for scenario tests and replay, where nothing must survive.
     pub scratch: bool,
+    /// The notification channels and allowed hosts: `notify()` and `http()` are checked against them
+    /// as in the service, and recorded, but nothing is sent.
+    pub outbound: std::sync::Arc<crate::config::OutboundConfig>,
 }
 
 impl Options {
@@ -71,6 +74,7 @@ impl Options {
             gpio: config.gpio.clone(),
             base_topic: config.mqtt.base_topic.clone(),
             scratch,
+            outbound: std::sync::Arc::new(config.outbound.clone()),
         }
     }
 }
@@ -87,6 +91,7 @@ impl Default for Options {
             gpio: GpioConfig::default(),
             base_topic: "homewright".into(),
             scratch: false,
+            outbound: Default::default(),
         }
     }
 }
@@ -123,6 +128,7 @@ impl Simulation {
             gpio,
             base_topic,
             scratch,
+            outbound,
         } = options;
         // Handle::block_on from the rule side needs a runtime whose drivers run on their own thread.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -148,6 +154,7 @@ impl Simulation {
         let relays = RelayModel::start_states(&gpio, &persisted.relays, start);
         let mut rules = RuleSet::new(limits, Some(services), persisted, clock.clone(), location);
         rules.set_relays(gpio, &base_topic, relays);
+        rules.set_outbound(outbound);
         let problems = match source {
             RuleSource::Dir(dir) => rules.load_dir(dir).map_err(|source| SimulationError::Rules {
                 dir: dir.display().to_string(),
@@ -279,6 +286,36 @@ impl Simulation {
                         state.to_string(),
                     ))
                 }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The notifications rules asked for so far (none is sent): (virtual time, channel, notification).
+    pub fn notified(&self) -> Vec<(i64, &str, &Notification)> {
+        self.log
+            .iter()
+            .filter_map(|o| match o {
+                Output::Action {
+                    ts,
+                    action: Action::Notify { channel, note },
+                    ..
+                } => Some((*ts, channel.as_str(), note)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The HTTP calls rules asked for so far (none is made): (virtual time, call).
+    pub fn http_calls(&self) -> Vec<(i64, &HttpCall)> {
+        self.log
+            .iter()
+            .filter_map(|o| match o {
+                Output::Action {
+                    ts,
+                    action: Action::Http(call),
+                    ..
+                } => Some((*ts, call)),
                 _ => None,
             })
             .collect()

@@ -3,6 +3,7 @@
 //! state, see [`trace`] and [`state`]), and the read-only [`HistoryReader`] that `query`, `last()` and
 //! `sql()` use so that nothing a user or a rule writes as SQL can change the history.
 
+pub mod deliveries;
 mod housekeeping;
 mod messages;
 pub mod outbox;

@@ -14,7 +14,7 @@ use super::{RecordBatch, Store, StoreError, discard_on_error};
 #[cfg(test)]
 use crate::event::RuleRun;
 
-/// Rows per INSERT statement of `actions` (6 values each, far below SQLite's bind limit).
+/// Rows per INSERT statement of `actions` (8 values each, far below SQLite's bind limit).
 const ACTIONS_PER_STATEMENT: usize = 1_000;
 
 static INSERT_RUNS: MultiRowInsert = MultiRowInsert::new(
@@ -27,13 +27,17 @@ static INSERT_RUNS: MultiRowInsert = MultiRowInsert::new(
 pub struct ActionRecord {
     pub ts: i64,
     pub rule: String,
-    /// `publish` or `relay`.
+    /// `publish`, `relay`, `notify` or `http`.
     pub kind: &'static str,
     /// What asked for it: `rule`, or for a relay also `set_topic`, `cli`, `on_for`, `max_on`, ...
     pub cause: &'static str,
-    /// The topic or relay name.
+    /// The topic, relay name, notification channel, or an HTTP call's method and URL without secrets.
     pub target: String,
     pub value: Bytes,
+    /// How a notification or HTTP call ended: `sent`, `failed` or `dropped`.
+    pub outcome: Option<&'static str>,
+    /// The last HTTP status of a notification or HTTP call.
+    pub status: Option<u16>,
 }
 
 impl Store {
@@ -138,13 +142,15 @@ async fn write_records(
     }
     for chunk in batch.actions.chunks(ACTIONS_PER_STATEMENT) {
         let mut insert: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, cause, value) ");
+            QueryBuilder::new("INSERT INTO actions (ts, rule, kind, target, cause, outcome, status, value) ");
         insert.push_values(chunk, |mut row, a| {
             row.push_bind(a.ts)
                 .push_bind(a.rule.as_str())
                 .push_bind(a.kind)
                 .push_bind(a.target.as_str())
-                .push_bind(a.cause);
+                .push_bind(a.cause)
+                .push_bind(a.outcome)
+                .push_bind(a.status.map(i64::from));
             match std::str::from_utf8(&a.value) {
                 Ok(text) => row.push_bind(text),
                 Err(_) => row.push_bind(&a.value[..]),

@@ -6,6 +6,7 @@ mod clock;
 mod held;
 mod json;
 mod message;
+mod outbound;
 mod pacing;
 mod relays;
 mod state;
@@ -26,6 +27,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Deadline>)
     message::register(engine);
     triggers::register(engine, host);
     actions::register(engine, host);
+    outbound::register(engine, host);
     state::register(engine, host, deadline);
     timers::register(engine, host);
     relays::register(engine, host);

@@ -51,6 +51,12 @@ pub enum Step {
     ExpectPublished(ExpectPublished),
     /// Nothing was published on this topic (so far, or during `within`).
     ExpectNotPublished(ExpectNotPublished),
+    /// A rule sent this notification (already, or `within` the given time).
+    ExpectNotified(ExpectNotified),
+    /// No notification was sent (on this channel, when given), so far or during `within`.
+    ExpectNotNotified(ExpectNotNotified),
+    /// A rule made this HTTP call (already, or `within` the given time).
+    ExpectHttp(ExpectHttp),
     /// Relays are in these states.
     ExpectRelay(serde_yaml::Mapping),
     /// `store_get` would return these values.
@@ -67,6 +73,9 @@ impl Step {
             Step::Restart(_) => "restart",
             Step::ExpectPublished(_) => "expect_published",
             Step::ExpectNotPublished(_) => "expect_not_published",
+            Step::ExpectNotified(_) => "expect_notified",
+            Step::ExpectNotNotified(_) => "expect_not_notified",
+            Step::ExpectHttp(_) => "expect_http",
             Step::ExpectRelay(_) => "expect_relay",
             Step::ExpectStore(_) => "expect_store",
         }
@@ -101,6 +110,40 @@ pub struct ExpectPublished {
 #[serde(deny_unknown_fields)]
 pub struct ExpectNotPublished {
     pub topic: String,
+    pub within: Option<String>,
+}
+
+/// `expect_notified: { channel, text | regex, within }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectNotified {
+    /// The channel's name in `notify:`; any channel when not given.
+    pub channel: Option<String>,
+    /// The exact text.
+    pub text: Option<String>,
+    /// A regular expression the text must match.
+    pub regex: Option<String>,
+    pub within: Option<String>,
+}
+
+/// `expect_not_notified: { channel, within }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectNotNotified {
+    pub channel: Option<String>,
+    pub within: Option<String>,
+}
+
+/// `expect_http: { method, url, body, within }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectHttp {
+    /// Any method when not given.
+    pub method: Option<String>,
+    /// The exact URL.
+    pub url: String,
+    /// Exact text, or JSON compared structurally (a map or list here, or JSON text on both sides).
+    pub body: Option<serde_yaml::Value>,
     pub within: Option<String>,
 }
 

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use super::file::{ExpectNotPublished, ExpectPublished, PublishStep, Scenario, Step, yaml_to_json};
+use super::file::{
+    ExpectHttp, ExpectNotNotified, ExpectNotPublished, ExpectNotified, ExpectPublished, PublishStep,
+    Scenario, Step, yaml_to_json,
+};
 use crate::config::units::parse_duration;
 use crate::event::RuleRun;
 use crate::scheduler::Location;
@@ -111,6 +114,9 @@ struct Player {
     location: Location,
     /// Publishes before this index were matched by an earlier expectation.
     cursor: usize,
+    /// Likewise for notifications and HTTP calls.
+    notified_cursor: usize,
+    http_cursor: usize,
     /// Rule runs before this index were checked for failures.
     runs_checked: usize,
     /// What a `restart` step starts again with.
@@ -151,6 +157,8 @@ impl Player {
             sim,
             location,
             cursor: 0,
+            notified_cursor: 0,
+            http_cursor: 0,
             runs_checked: 0,
             files,
             options,
@@ -205,6 +213,9 @@ impl Player {
             }
             Step::ExpectPublished(expect) => self.expect_published(expect),
             Step::ExpectNotPublished(expect) => self.expect_not_published(expect),
+            Step::ExpectNotified(expect) => self.expect_notified(expect),
+            Step::ExpectNotNotified(expect) => self.expect_not_notified(expect),
+            Step::ExpectHttp(expect) => self.expect_http(expect),
             Step::ExpectStore(expected) => self.expect_store(expected),
             Step::ExpectRelay(expected) => self.expect_relay(expected),
         }
@@ -277,6 +288,145 @@ impl Player {
                 "expected nothing on {topic}, but a rule published {payload:?} at {}",
                 format_local(*at, &self.location.timezone)
             )),
+        }
+    }
+
+    /// Moves time forward (deadline by deadline) up to `within` until `find` finds something; its
+    /// index, or `None` when time ran out. On success, time stands at the match.
+    fn wait_for(
+        &mut self,
+        within: Option<&String>,
+        find: impl Fn(&Simulation) -> Option<usize>,
+    ) -> Result<Option<usize>, String> {
+        let deadline = match within {
+            Some(within) => self.sim.now() + millis(within)?,
+            None => self.sim.now(),
+        };
+        loop {
+            if let Some(found) = find(&self.sim) {
+                return Ok(Some(found));
+            }
+            match self.sim.rules().next_due().filter(|due| *due <= deadline) {
+                Some(due) => self.sim.advance_to(due).map_err(|e| e.to_string())?,
+                None if self.sim.now() < deadline => {
+                    self.sim.advance_to(deadline).map_err(|e| e.to_string())?
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    fn expect_notified(&mut self, expect: &ExpectNotified) -> Result<(), String> {
+        if expect.text.is_some() && expect.regex.is_some() {
+            return Err("give text or regex, not both".into());
+        }
+        let text = expect.text.clone().map(serde_yaml::Value::String);
+        let matcher = Matcher::of(text.as_ref(), expect.regex.as_ref())?;
+        let cursor = self.notified_cursor;
+        let found = self.wait_for(expect.within.as_ref(), |sim| {
+            sim.notified().iter().skip(cursor).position(|(_, channel, note)| {
+                expect.channel.as_deref().is_none_or(|c| c == *channel) && matcher.matches(&note.text)
+            })
+        })?;
+        if let Some(found) = found {
+            self.notified_cursor += found + 1;
+            return Ok(());
+        }
+        let channel = expect
+            .channel
+            .as_deref()
+            .map(|c| format!(" on {c}"))
+            .unwrap_or_default();
+        let within = expect
+            .within
+            .as_ref()
+            .map(|w| format!(" within {w}"))
+            .unwrap_or_default();
+        let describe = matcher.describe().replacen("payload", "text", 1);
+        Err(format!(
+            "expected a notification{channel} with {describe}{within}; notified since the last match: {}",
+            self.unmatched_notifications()
+        ))
+    }
+
+    fn expect_not_notified(&mut self, expect: &ExpectNotNotified) -> Result<(), String> {
+        if let Some(within) = &expect.within {
+            self.sim.advance(millis(within)?).map_err(|e| e.to_string())?;
+        }
+        let notified = self.sim.notified();
+        let found = notified
+            .iter()
+            .skip(self.notified_cursor)
+            .find(|(_, channel, _)| expect.channel.as_deref().is_none_or(|c| c == *channel));
+        match found {
+            None => Ok(()),
+            Some((at, channel, note)) => Err(format!(
+                "expected no notification, but a rule sent {:?} on {channel} at {}",
+                note.text,
+                format_local(*at, &self.location.timezone)
+            )),
+        }
+    }
+
+    fn expect_http(&mut self, expect: &ExpectHttp) -> Result<(), String> {
+        let matcher = Matcher::of(expect.body.as_ref(), None)?;
+        let method = expect.method.as_ref().map(|m| m.to_ascii_uppercase());
+        let cursor = self.http_cursor;
+        let found = self.wait_for(expect.within.as_ref(), |sim| {
+            sim.http_calls().iter().skip(cursor).position(|(_, call)| {
+                method.as_deref().is_none_or(|m| m == call.method)
+                    && call.url == expect.url
+                    && matcher.matches(&String::from_utf8_lossy(&call.body))
+            })
+        })?;
+        if let Some(found) = found {
+            self.http_cursor += found + 1;
+            return Ok(());
+        }
+        let within = expect
+            .within
+            .as_ref()
+            .map(|w| format!(" within {w}"))
+            .unwrap_or_default();
+        let rest: Vec<String> = self
+            .sim
+            .http_calls()
+            .iter()
+            .skip(self.http_cursor)
+            .map(|(_, call)| {
+                format!(
+                    "{} {} {:?}",
+                    call.method,
+                    call.url,
+                    String::from_utf8_lossy(&call.body)
+                )
+            })
+            .collect();
+        let rest = if rest.is_empty() {
+            "nothing".into()
+        } else {
+            rest.join(", ")
+        };
+        let describe = matcher.describe().replacen("payload", "body", 1);
+        Err(format!(
+            "expected an HTTP call {} {} with {describe}{within}; called since the last match: {rest}",
+            method.as_deref().unwrap_or("(any method)"),
+            expect.url
+        ))
+    }
+
+    fn unmatched_notifications(&self) -> String {
+        let rest: Vec<String> = self
+            .sim
+            .notified()
+            .iter()
+            .skip(self.notified_cursor)
+            .map(|(_, channel, note)| format!("{channel} {:?}", note.text))
+            .collect();
+        if rest.is_empty() {
+            "nothing".into()
+        } else {
+            rest.join(", ")
         }
     }
 
@@ -401,7 +551,12 @@ enum Matcher {
 
 impl Matcher {
     fn new(expect: &ExpectPublished) -> Result<Matcher, String> {
-        match (&expect.payload, &expect.regex) {
+        Matcher::of(expect.payload.as_ref(), expect.regex.as_ref())
+    }
+
+    /// From an expected value (text or JSON) or a regular expression.
+    fn of(payload: Option<&serde_yaml::Value>, regex: Option<&String>) -> Result<Matcher, String> {
+        match (payload, regex) {
             (Some(_), Some(_)) => Err("give payload or regex, not both".into()),
             (None, Some(pattern)) => Regex::new(pattern)
                 .map(Matcher::Regex)
