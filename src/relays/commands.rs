@@ -121,14 +121,14 @@ impl RuleSet {
             return;
         };
         let now = self.clock.now();
-        if let Some(expires) = command.expires.filter(|at| *at < now) {
+        if let Some(late) = command.late_by(now) {
             // The sender gave up waiting (the engine was down, the broker held the command for its
             // session): switching now would surprise whoever was told it failed.
             warn!(
                 topic = %message.topic,
                 "relay command {} expired {:.1} s ago (its sender stopped waiting for an answer): ignored",
                 String::from_utf8_lossy(&message.payload),
-                (now - expires) as f64 / 1000.0
+                late as f64 / 1000.0
             );
             return;
         }
@@ -216,6 +216,14 @@ impl RelayCommand {
             expires: None,
         })
     }
+
+    /// How long ago (ms) the command expired, if it has. `expires` comes from the network: any i64,
+    /// so the difference saturates instead of overflowing.
+    fn late_by(&self, now: i64) -> Option<i64> {
+        self.expires
+            .filter(|at| *at < now)
+            .map(|at| now.saturating_sub(at))
+    }
 }
 
 fn op_of(word: &str) -> Option<Op> {
@@ -277,6 +285,15 @@ mod tests {
             })
         );
         assert_eq!(parse(r#"{"state":"On"}"#).map(|c| c.expires), Some(None));
+        let late = |expires| RelayCommand { op: Op::On, expires }.late_by(10_000);
+        assert_eq!(late(None), None);
+        assert_eq!(late(Some(10_000)), None, "expires now: still in time");
+        assert_eq!(late(Some(9_000)), Some(1_000));
+        assert_eq!(
+            late(Some(i64::MIN)),
+            Some(i64::MAX),
+            "a hostile value does not overflow"
+        );
         for bad in ["explode", "", r#"{"state":"up"}"#, r#"{"expires":1}"#, "{oops"] {
             assert_eq!(parse(bad), None, "{bad}");
         }
