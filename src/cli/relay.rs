@@ -58,6 +58,9 @@ async fn switch(config: &Config, name: &str, command: Command) -> anyhow::Result
         Command::Toggle => "TOGGLE",
     };
     let refused_topic = format!("{state_topic}/refused");
+    // From before connecting, as the wait below: a command sent after a slow connect must not outlive
+    // the moment this command tells the owner it gave up.
+    let expires = crate::event::now_millis() + ANSWER_TIMEOUT.as_millis() as i64;
     let waiting = async {
         let mut sent = false;
         let mut subscribed = 0;
@@ -78,7 +81,6 @@ async fn switch(config: &Config, name: &str, command: Command) -> anyhow::Result
                     if subscribed < 2 {
                         continue;
                     }
-                    let expires = crate::event::now_millis() + ANSWER_TIMEOUT.as_millis() as i64;
                     let payload = serde_json::json!({ "state": op, "expires": expires }).to_string();
                     client.try_publish(
                         format!("{base}/cli/relay/{name}/set"),
