@@ -119,8 +119,9 @@ pub(super) fn register(engine: &mut Engine) {
 /// `?.` is for.
 fn register_fields_of_scalars(engine: &mut Engine) {
     // Rhai refuses typed indexers for its own integers, strings and arrays; one taking any value is
-    // accepted, and answers only for JSON's scalars and arrays: any other type (a misspelt `msg.jsn`,
-    // a field of `()`) keeps Rhai's own "unknown property" error.
+    // accepted. It answers for every boolean, number, string and array, whether it came from JSON or
+    // not (a Dynamic does not say), so a misspelt field of such a value (`"abc".lenght`) is `()` too;
+    // any other type (a misspelt `msg.jsn`, a field of `()`) keeps Rhai's "unknown property" error.
     engine.register_indexer_get(
         |target: &mut Dynamic, field: ImmutableString| -> Result<Dynamic, Box<EvalAltResult>> {
             let json_like = target.is_bool()
@@ -215,6 +216,8 @@ mod tests {
         assert_eq!(eval(b"[1,2]", "msg.json.len").unwrap().as_int(), Ok(2));
         assert_eq!(eval(b"\"abc\"", "msg.json.len").unwrap().as_int(), Ok(3));
         assert_eq!(eval(b"{\"t\":4}", "msg.json.t").unwrap().as_int(), Ok(4));
+        // Any string, number or array, not only JSON's: the price of the indexer (docs/rules.md says so).
+        assert!(eval(b"{}", "\"abc\".lenght").unwrap().is_unit());
         // A misspelt property of the message is still an error, not `()`.
         assert!(eval(b"{}", "msg.jsn").is_err());
         // `()` (not JSON at all) still needs `?.`.
