@@ -196,7 +196,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_product_example_parses() {
+    fn a_scenario_with_every_kind_of_step_parses() {
         let text = r#"
 rule: porch_light
 start: 2026-06-01T22:00:00+02:00
