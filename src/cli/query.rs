@@ -29,10 +29,15 @@ pub fn query(
     timeout: Duration,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
+    // The config gives the database and the time zone; with --db and no usable config, the system's zone.
+    let config = config::load(config_path);
+    if let Ok(config) = &config {
+        super::local_time_follows(&config.location.timezone);
+    }
     let path = match db {
         Some(path) => path.to_path_buf(),
         None => {
-            config::load(config_path)
+            config
                 .context("cannot find the database (pass --db PATH, or -c FILE for its config)")?
                 .database
                 .path
