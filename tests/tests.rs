@@ -8,6 +8,7 @@ mod crash;
 mod database_faults;
 mod end_to_end;
 mod examples;
+mod first_week;
 mod init;
 mod interop;
 mod metrics;

@@ -141,7 +141,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Start a new setup: write a commented config and a rules directory with an example rule.
+    /// Start a new setup: a commented config (location commented out), an example rule and its scenario test.
     Init {
         /// Where to write them (created if missing); existing files are never overwritten.
         #[arg(default_value = ".")]
