@@ -24,4 +24,5 @@ mod scheduler;
 mod security;
 mod service;
 mod shutdown;
+mod sql_docs;
 mod traces;
