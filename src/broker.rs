@@ -16,8 +16,9 @@ use crate::config::Credentials;
 
 /// How long the broker may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: our ingest commits at
-/// most 500 of them per batch, so a window this size keeps the pipe full without unbounded buffering.
+/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: ingest commits half of
+/// the window it sees per batch (see `ingest::ASSUMED_WINDOW`), so a window this size keeps the pipe
+/// full while a commit runs, without unbounded buffering.
 const MAX_INFLIGHT: usize = 1_000;
 
 /// The embedded broker's threads: the one that runs it, and rumqttd's router (named by rumqttd after

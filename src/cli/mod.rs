@@ -149,6 +149,39 @@ pub enum Command {
     },
 }
 
+/// The history file a command reads: `--db` when given, else `database.path` of `config` (or, when the
+/// command has not loaded it, of the config file at `config_path`). Commands that read the history give
+/// `--db` the same meaning everywhere.
+pub(crate) fn history_path(
+    db: Option<&std::path::Path>,
+    config: Option<&crate::config::Config>,
+    config_path: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+
+    if let Some(db) = db {
+        return Ok(db.to_path_buf());
+    }
+    if let Some(config) = config {
+        return Ok(config.database.path.clone());
+    }
+    Ok(crate::config::load(config_path)
+        .context("cannot find the database (pass --db PATH, or -c FILE for its config)")?
+        .database
+        .path)
+}
+
+/// A time argument (`--since`, `--until`): a date, a date and time, RFC 3339, or a duration meaning
+/// that long before `now`, local to `zone`; an error names the flag.
+pub(crate) fn time_arg(
+    flag: &str,
+    text: &str,
+    zone: &crate::scheduler::Zone,
+    now: i64,
+) -> anyhow::Result<i64> {
+    crate::scheduler::when::parse_since(text, zone, now).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
 /// Runs the parsed command line and returns the process's exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {

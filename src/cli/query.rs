@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::format::{Format, write_result};
-use crate::config;
 use crate::store::HistoryReader;
 use crate::store::query::QueryError;
 
@@ -30,19 +29,11 @@ pub fn query(
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
     // The config gives the database and the time zone; with --db and no usable config, the system's zone.
-    let config = config::load(config_path);
-    if let Ok(config) = &config {
+    let config = crate::config::load(config_path).ok();
+    if let Some(config) = &config {
         super::local_time_follows(&config.location.timezone);
     }
-    let path = match db {
-        Some(path) => path.to_path_buf(),
-        None => {
-            config
-                .context("cannot find the database (pass --db PATH, or -c FILE for its config)")?
-                .database
-                .path
-        }
-    };
+    let path = super::history_path(db, config.as_ref(), config_path)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -14,14 +14,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::format::Format;
 use crate::config::{self, Config};
 use crate::event::{Action, Output, now_millis};
-use crate::rules::{Limits, rule_files};
+use crate::rules::rule_files;
 use crate::scheduler::Zone;
-use crate::scheduler::when::{format_local, parse_since};
+use crate::scheduler::when::format_local;
 use crate::sim::{Options, RuleSource, Simulation};
 use crate::store::HistoryReader;
-
-/// Messages read from the history at a time: bounded memory on any history size.
-const PAGE: i64 = 5_000;
 
 /// What to replay.
 pub struct Replay<'a> {
@@ -38,13 +35,9 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     super::local_time_follows(&config.location.timezone);
     let zone = config.location.timezone.clone();
     let now = now_millis();
-    let since = parse_since(args.since, &zone, now)
-        .map_err(anyhow::Error::msg)
-        .context("--since")?;
+    let since = super::time_arg("--since", args.since, &zone, now)?;
     let until = match args.until {
-        Some(until) => parse_since(until, &zone, now)
-            .map_err(anyhow::Error::msg)
-            .context("--until")?,
+        Some(until) => super::time_arg("--until", until, &zone, now)?,
         None => now,
     };
     anyhow::ensure!(
@@ -54,10 +47,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         format_local(until, &zone)
     );
     let files = chosen_rules(&config, args.rules)?;
-    let db = args
-        .db
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| config.database.path.clone());
+    let db = super::history_path(args.db, Some(&config), args.config)?;
     let reading = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -65,18 +55,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let total = reading.block_on(reader.count_messages(since, until))?;
 
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
-    let limits = Limits {
-        max_operations: config.rules.max_operations,
-        timeout: config.rules.timeout,
-        max_string_size: 4 * config.mqtt.max_packet_size,
-    };
-    let options = Options {
-        location: config.location,
-        limits,
-        gpio: config.gpio.clone(),
-        base_topic: config.mqtt.base_topic.clone(),
-        scratch: true,
-    };
+    let options = Options::of(&config, true);
     let mut sim = Simulation::start_with(
         &scratch.path().join("replay.db"),
         RuleSource::Files(&files),
@@ -97,22 +76,20 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         actions: 0,
     };
     printer.header()?;
-    printer.print(sim.take_outputs())?;
-    let mut after_id = reading.block_on(reader.id_before(since))?;
-    loop {
-        let page = reading.block_on(reader.messages_page(since, until, after_id, PAGE))?;
-        let Some((last_id, _)) = page.last() else { break };
-        after_id = *last_id;
-        for (_, message) in page {
-            let at = message.ts;
-            sim.deliver(message)?;
-            printer.print(sim.take_outputs())?;
-            progress.inc(1);
-            log_progress.tick(at, &zone);
-        }
-    }
-    sim.advance_to(until.min(now))?;
-    printer.print(sim.take_outputs())?;
+    crate::sim::replay::replay(
+        &mut sim,
+        &reader,
+        &reading,
+        (since, until, until.min(now)),
+        |outputs, message| -> anyhow::Result<()> {
+            printer.print(outputs)?;
+            if let Some(at) = message {
+                progress.inc(1);
+                log_progress.tick(at, &zone);
+            }
+            Ok(())
+        },
+    )?;
     progress.finish_and_clear();
     eprintln!(
         "replayed {total} messages from {} to {}: {} actions (nothing was performed)",

@@ -7,8 +7,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::format::{Format, write_result};
 use crate::config::{self, Config};
 use crate::event::now_millis;
@@ -17,7 +15,7 @@ use crate::rules::host::TriggerKind;
 use crate::rules::{Limits, RuleSet};
 use crate::scheduler::Clock;
 use crate::scheduler::Zone;
-use crate::scheduler::when::{format_local, parse_since};
+use crate::scheduler::when::format_local;
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 
 const COUNTS: &str = "\
@@ -86,14 +84,9 @@ fn integer(result: &QueryResult, column: usize) -> i64 {
 pub fn why(args: Why<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = config::load(args.config)?;
     let now = now_millis();
-    let since = parse_since(args.since, &config.location.timezone, now)
-        .map_err(anyhow::Error::msg)
-        .context("--since")?;
+    let since = super::time_arg("--since", args.since, &config.location.timezone, now)?;
     let file = config.rules.dir.join(format!("{}.rhai", args.rule));
-    let db = args
-        .db
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| config.database.path.clone());
+    let db = super::history_path(args.db, Some(&config), args.config)?;
     let report = read(&db, &args, since)?;
     let zone = &config.location.timezone;
     if report.runs == 0 {
@@ -177,11 +170,7 @@ fn read(db: &Path, args: &Why<'_>, since: i64) -> anyhow::Result<Report> {
 
 /// Why a rule that exists may not have run: what its triggers wait for.
 fn idle_hint(config: &Config, file: &Path, now: i64) -> String {
-    let limits = Limits {
-        max_operations: config.rules.max_operations,
-        timeout: config.rules.timeout,
-        max_string_size: 4 * config.mqtt.max_packet_size,
-    };
+    let limits = Limits::of(config);
     let location = config.location.clone();
     let mut rules = RuleSet::new(limits, None, Default::default(), Clock::Wall, location.clone());
     let relays = RelayModel::start_states(&config.gpio, &Default::default(), 0);

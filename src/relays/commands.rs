@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use super::discovery;
 use super::model::{Cause, Op, RelayModel, RelayState};
 use crate::config::gpio::GpioConfig;
+use crate::config::{Config, MqttConfig};
 use crate::event::{Action, Message, Output};
 use crate::rules::RuleSet;
 use crate::scheduler::Due;
@@ -148,4 +149,31 @@ impl RuleSet {
 fn relay_of<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
     let name = topic.strip_prefix(prefix)?.strip_suffix("/set")?;
     (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+/// `config.mqtt`, subscribed to the relays' command topics too when `mqtt.subscribe` does not cover
+/// them (added as their own filters only then: a second, overlapping subscription makes some brokers
+/// deliver twice). The validated config itself is left as the owner wrote it.
+pub fn with_command_topics(config: &Config) -> MqttConfig {
+    let mut mqtt = config.mqtt.clone();
+    if config.gpio.relays.is_empty() {
+        return mqtt;
+    }
+    let base = &config.mqtt.base_topic;
+    for (sample, filter) in [
+        (format!("{base}/relay/x/set"), format!("{base}/relay/+/set")),
+        (
+            format!("{base}/cli/relay/x/set"),
+            format!("{base}/cli/relay/+/set"),
+        ),
+    ] {
+        if !mqtt
+            .subscribe
+            .iter()
+            .any(|f| crate::mqtt::topic::matches(&sample, f))
+        {
+            mqtt.subscribe.push(filter);
+        }
+    }
+    mqtt
 }

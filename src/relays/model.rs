@@ -1,7 +1,7 @@
 //! What the relays should be doing, decided on the rule thread: interlocks, `on_for` and `max_on`
-//! deadlines, and commands from the set topics. Every decision becomes a [`Switch`] for the actions
-//! stage to drive and record, and a [`RelayState`] to persist (for `restore` and for pending
-//! `on_for` offs across a restart).
+//! deadlines, and commands from the set topics. Every decision becomes an [`Applied`] change: a relay
+//! [`Action`](crate::event::Action) for the actions stage to drive and record, and a [`RelayState`]
+//! to persist (for `restore` and for pending `on_for` offs across a restart).
 
 use std::collections::HashMap;
 

@@ -136,6 +136,25 @@ impl RuleSet {
         }
     }
 
+    /// The engine's rule set, as `config` sets it up, on the wall clock: `persisted` is what the last
+    /// run left in the database, `relays` each relay's start state.
+    pub fn for_engine(
+        config: &crate::config::Config,
+        services: Services,
+        persisted: Persisted,
+        relays: HashMap<String, crate::relays::model::RelayState>,
+    ) -> Self {
+        let mut rules = RuleSet::new(
+            Limits::of(config),
+            Some(services),
+            persisted,
+            Clock::Wall,
+            config.location.clone(),
+        );
+        rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);
+        rules
+    }
+
     /// Loads every rule file of `dir`; returns the problems of those that could not be loaded.
     pub fn load_dir(&mut self, dir: &Path) -> std::io::Result<Vec<Diagnostic>> {
         let mut problems = Vec::new();

@@ -64,6 +64,19 @@ pub struct Options {
     pub scratch: bool,
 }
 
+impl Options {
+    /// What `config` sets for rules, on a scratch history when `scratch`.
+    pub fn of(config: &crate::config::Config, scratch: bool) -> Options {
+        Options {
+            location: config.location.clone(),
+            limits: Limits::of(config),
+            gpio: config.gpio.clone(),
+            base_topic: config.mqtt.base_topic.clone(),
+            scratch,
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
