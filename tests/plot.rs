@@ -272,12 +272,10 @@ async fn chart_time_labels_sit_at_round_times_and_are_not_cut_off() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let labels = time_labels(&std::fs::read_to_string(&week).unwrap());
     assert!(labels.len() >= 5, "{labels:?}");
+    let day = regex::Regex::new(r"^\d\d-\d\d$").unwrap();
     for (x, text) in &labels {
         // A day each, MM-DD; centred on its tick, and 14-pixel text is under 9 pixels a character.
-        assert!(
-            regex::Regex::new(r"^\d\d-\d\d$").unwrap().is_match(text),
-            "{labels:?}"
-        );
+        assert!(day.is_match(text), "{labels:?}");
         assert!(
             x + 4.5 * text.len() as f64 <= 1000.0,
             "cut off at the right edge: {labels:?}"

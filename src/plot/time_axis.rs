@@ -139,7 +139,7 @@ fn day_ticks(from: i64, to: i64, step: i64, zone: &Zone) -> Vec<i64> {
         1 => true,
         2 => date.num_days_from_ce() % 2 == 0,
         7 => date.weekday() == chrono::Weekday::Mon,
-        14 => date.weekday() == chrono::Weekday::Mon && date.iso_week().week() % 2 == 0,
+        14 => date.weekday() == chrono::Weekday::Mon && date.iso_week().week().is_multiple_of(2),
         _ => date.day() == 1,
     };
     let mut ticks = Vec::new();
