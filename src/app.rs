@@ -101,7 +101,11 @@ pub async fn run_with(
     let (subscriber, acker) = Subscriber::new(&with_command_topics(&config), ingest_tx, rules_tx.clone())?;
     let stages = Stages::default();
     stages.spawn("publisher", publisher.run(shutdown.clone()));
-    stages.spawn("recorder", Recorder::new(store.clone(), records_rx).run());
+    let commit_interval = config.database.commit_interval;
+    stages.spawn(
+        "recorder",
+        Recorder::new(store.clone(), records_rx, commit_interval).run(),
+    );
     let driver = RelayDriver::new(backend, &config, levels);
     let actions = Actions::new(actions_rx, publish_handle, records_tx.clone(), driver);
     stages.spawn("actions", actions.run());
@@ -142,7 +146,10 @@ pub async fn run_with(
     // gone, the rule thread ends.
     drop(rules_tx);
 
-    stages.spawn("ingest", Ingest::new(store.clone(), acker, ingest_rx).run());
+    stages.spawn(
+        "ingest",
+        Ingest::new(store.clone(), acker, ingest_rx, commit_interval).run(),
+    );
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
     let housekeeping = Housekeeping::new(store.clone(), &config.database);
     stages.spawn("housekeeping", housekeeping.run(shutdown.clone()));

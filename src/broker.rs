@@ -16,9 +16,10 @@ use crate::config::Credentials;
 
 /// How long the broker may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: ingest commits half of
-/// the window it sees per batch (see `ingest::ASSUMED_WINDOW`), so a window this size keeps the pipe
-/// full while a commit runs, without unbounded buffering.
+/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: ingest commits a batch
+/// before its QoS 1/2 messages fill the window it sees (see `ingest::ASSUMED_WINDOW`), so with a window
+/// this size a commit holds up to 4,000 messages while the broker keeps sending, without unbounded
+/// buffering.
 const MAX_INFLIGHT: usize = 1_000;
 
 /// The embedded broker's threads: the one that runs it, and rumqttd's router (named by rumqttd after

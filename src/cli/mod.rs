@@ -106,8 +106,8 @@ pub enum Command {
     Relay {
         /// The relay's name in gpio.relays.
         name: String,
-        /// on, off or toggle.
-        #[arg(value_enum)]
+        /// on, off or toggle (any case: ON and On too).
+        #[arg(value_enum, ignore_case = true)]
         command: relay::Command,
         /// Config file.
         #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]

@@ -185,7 +185,10 @@ fn idle_hint(config: &Config, file: &Path, now: i64) -> String {
     let mut filters = false;
     for trigger in rule.triggers() {
         match trigger {
-            TriggerKind::Message { .. } | TriggerKind::Change { .. } => filters = true,
+            TriggerKind::Message { .. }
+            | TriggerKind::Change { .. }
+            | TriggerKind::Held { .. }
+            | TriggerKind::Silent { .. } => filters = true,
             TriggerKind::Start => hints.push("on_start runs only when the engine starts".to_string()),
             TriggerKind::Timed { recurrence, .. } => {
                 hints.push(match recurrence.next_after(now, &location) {

@@ -130,7 +130,18 @@ pub struct DatabaseConfig {
     pub retention: Vec<Retention>,
     /// How long the trace of each rule run is kept.
     pub rule_runs_keep: Duration,
+    /// Longest a received message waits for its commit (QoS 1/2 messages are committed sooner when the
+    /// broker's in-flight window asks for it): what a power cut can cost at QoS 0.
+    pub commit_interval: Duration,
 }
+
+/// `database.commit_interval` when not configured: long enough that a commit carries a house's
+/// messages of several seconds (an SD card wears by the pages each commit rewrites), short enough that
+/// a power cut costs little at QoS 0 and the history is seconds behind at most.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The longest `database.commit_interval` accepted.
+pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One retention rule: messages on topics matching `topics` are deleted once older than `keep`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +158,8 @@ pub struct RulesConfig {
     pub max_operations: u64,
     /// Wall-clock time one run may take before it is stopped.
     pub timeout: Duration,
+    /// When a rule that feeds itself is paused.
+    pub loop_guard: crate::rules::pace::LoopGuard,
 }
 
 /// The Prometheus endpoint.

@@ -175,6 +175,29 @@ impl Simulation {
         Ok(simulation)
     }
 
+    /// Stops, stays down for `down` ms of virtual time, and starts again on the same history with
+    /// `source` and `options`, as the service would after an outage: persisted timers, catch-up
+    /// triggers, `store_set` values and relay states carry over, captured variables do not. The log of
+    /// what happened before is kept.
+    pub fn restart(
+        &mut self,
+        db: &Path,
+        source: RuleSource<'_>,
+        options: Options,
+        down: i64,
+    ) -> Result<(), SimulationError> {
+        let at = self.now() + down.max(0);
+        let mut earlier = std::mem::take(&mut self.log);
+        // Everything is written already (each output is recorded as it happens): the next start reads
+        // it back as the service would.
+        let next = Simulation::start_with(db, source, options, at)?;
+        let old = std::mem::replace(self, next);
+        old.stop();
+        earlier.append(&mut self.log);
+        self.log = earlier;
+        Ok(())
+    }
+
     /// The virtual time, unix ms.
     pub fn now(&self) -> i64 {
         self.clock.now()
@@ -198,6 +221,12 @@ impl Simulation {
         self.advance_to(message.ts)?;
         self.runtime.block_on(self.store.insert_messages(&[&message]))?;
         let outputs = self.rules.handle(&Event::Message(message));
+        self.record(outputs)
+    }
+
+    /// A rule file was saved (or removed) now: reloaded as the running engine's watcher would.
+    pub fn reload(&mut self, path: &Path) -> Result<(), StoreError> {
+        let outputs = self.rules.handle(&Event::RuleFile(path.to_path_buf()));
         self.record(outputs)
     }
 

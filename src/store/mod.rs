@@ -83,6 +83,8 @@ pub struct Store {
     path: Arc<Path>,
     topic_ids: Arc<messages::TopicIds>,
     run_kinds: Arc<trace::RunKinds>,
+    /// Whether commits sync the disk (`synchronous = FULL`); a scratch history's do not.
+    durable: bool,
 }
 
 impl Store {
@@ -162,6 +164,7 @@ impl Store {
             path: Arc::from(path),
             topic_ids: Arc::default(),
             run_kinds: Arc::default(),
+            durable: matches!(synchronous, SqliteSynchronous::Full),
         };
         // Only the query planner's statistics: a failure (a busy lock, a full disk) must not stop the
         // engine; the hourly run tries again.
@@ -213,6 +216,8 @@ pub struct RecordBatch {
     pub trigger_runs: HashMap<(String, String), i64>,
     /// Latest state per relay.
     pub relays: HashMap<String, RelayState>,
+    /// Latest state per (rule, trigger, topic) of `on_held` and `on_silent`; `None`: forget it.
+    pub topic_watches: HashMap<(String, String, String), Option<(i64, bool)>>,
 }
 
 impl RecordBatch {
@@ -224,11 +229,19 @@ impl RecordBatch {
             + self.timers.len()
             + self.trigger_runs.len()
             + self.relays.len()
+            + self.topic_watches.len()
     }
 
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the batch holds rule runs and nothing else: the trace of runs that changed nothing
+    /// durable, which may wait longer and is written without a sync of its own (see
+    /// [`Store::write_records`]).
+    pub fn is_runs_only(&self) -> bool {
+        self.runs.len() == self.len()
     }
 }
 
