@@ -13,12 +13,14 @@
 //! inode in `JOURNAL_STREAM` are those of stderr, as sd_journal_stream_fd(3) says to check; a child
 //! process that inherits the variable but writes elsewhere is not fooled), else `text`.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::IsTerminal;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -63,6 +65,7 @@ pub fn init(level: Option<&str>, format: LogFormat) {
     .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(Timestamps)
         .with_writer(std::io::stderr);
     // try_init: a second call (tests running the CLI in-process) keeps the first subscriber.
     let _ = match format.resolve() {
@@ -81,6 +84,43 @@ pub fn init(level: Option<&str>, format: LogFormat) {
             .with_target(false)
             .try_init(),
     };
+}
+
+thread_local! {
+    /// The virtual clock of the simulation (`replay`, `test`) running on this thread, if any.
+    static VIRTUAL_CLOCK: RefCell<Option<crate::scheduler::Clock>> = const { RefCell::new(None) };
+}
+
+/// While alive, log lines written on the thread that made it are stamped with a virtual clock's time:
+/// in `replay` and `test`, what a rule logs at 18:00 on a replayed day says 18:00 on that day, not the
+/// moment the replay ran.
+#[must_use = "the virtual time applies only while this lives"]
+pub struct VirtualTime(());
+
+impl VirtualTime {
+    pub fn follow(clock: crate::scheduler::Clock) -> VirtualTime {
+        VIRTUAL_CLOCK.with(|current| *current.borrow_mut() = Some(clock));
+        VirtualTime(())
+    }
+}
+
+impl Drop for VirtualTime {
+    fn drop(&mut self) {
+        VIRTUAL_CLOCK.with(|current| *current.borrow_mut() = None);
+    }
+}
+
+/// The wall clock, or the virtual clock of this thread's simulation, in the same UTC format.
+struct Timestamps;
+
+impl FormatTime for Timestamps {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        let virtual_now = VIRTUAL_CLOCK.with(|clock| clock.borrow().as_ref().map(|c| c.now()));
+        match virtual_now.and_then(chrono::DateTime::from_timestamp_millis) {
+            Some(at) => write!(w, "{}", at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            None => SystemTime.format_time(w),
+        }
+    }
 }
 
 /// Prefixes each line of an inner format with its syslog priority, which journald turns into the

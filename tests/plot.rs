@@ -181,10 +181,20 @@ async fn the_terminal_chart_fits_80_columns_and_shows_relay_periods() {
         "--since",
         "3h",
     ]));
-    // On from 2h ago to 1h ago of 3h: the middle third of the band.
-    let band = relay.lines().nth(1).unwrap_or_default();
-    assert!(band.contains("──████"), "{relay}");
-    assert!(band.contains("████──"), "{relay}");
+    // On from 2h ago to 1h ago of 3h: the middle third of the band (a column at each edge may be both).
+    let band: Vec<char> = relay
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split('┤')
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .collect();
+    assert_eq!(band.len(), 68, "{relay}");
+    assert!(band[..20].iter().all(|&c| c == '─'), "{relay}");
+    assert!(band[25..43].iter().all(|&c| c == '█'), "{relay}");
+    assert!(band[48..].iter().all(|&c| c == '─'), "{relay}");
     for line in numbers.lines().chain(relay.lines()) {
         assert!(
             line.chars().count() <= 80,
@@ -209,4 +219,98 @@ async fn plot_explains_an_empty_result_and_a_bad_file_name() {
     let jpeg = homewright(&["plot", "--db", db, "greenhouse/temperature", "--out", "x.jpg"]);
     assert_eq!(jpeg.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&jpeg.stderr).contains("x.jpg: write the chart to a .svg or .png file"));
+}
+
+#[tokio::test]
+async fn plot_says_no_such_topic_for_a_topic_never_seen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = history(dir.path()).await;
+    let output = homewright(&["plot", "--db", db.to_str().unwrap(), "greenhouse/humidity"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no such topic: greenhouse/humidity"), "{stderr}");
+    assert!(
+        !stderr.contains("$.temperature"),
+        "no JSON hint for a topic that does not exist: {stderr}"
+    );
+}
+
+/// The x-axis labels of an SVG chart: (x, text), those below the plot (the time axis).
+fn time_labels(svg: &str) -> Vec<(f64, String)> {
+    let label = regex::Regex::new(r#"<text x="([0-9.]+)" y="([0-9.]+)"[^>]*>\s*([^<]*?)\s*</text>"#).unwrap();
+    let labels: Vec<(f64, f64, String)> = label
+        .captures_iter(svg)
+        .map(|c| (c[1].parse().unwrap(), c[2].parse().unwrap(), c[3].to_string()))
+        .collect();
+    let lowest = labels.iter().map(|l| l.1).fold(0.0, f64::max);
+    labels
+        .into_iter()
+        .filter(|l| l.1 == lowest)
+        .map(|l| (l.0, l.2))
+        .collect()
+}
+
+#[tokio::test]
+async fn chart_time_labels_sit_at_round_times_and_are_not_cut_off() {
+    if !font_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = history(dir.path()).await;
+    let db = db.to_str().unwrap();
+    let week = dir.path().join("week.svg");
+    let output = homewright(&[
+        "plot",
+        "--db",
+        db,
+        "greenhouse/temperature",
+        "--since",
+        "7d",
+        "--out",
+        week.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let labels = time_labels(&std::fs::read_to_string(&week).unwrap());
+    assert!(labels.len() >= 5, "{labels:?}");
+    let day = regex::Regex::new(r"^\d\d-\d\d$").unwrap();
+    for (x, text) in &labels {
+        // A day each, MM-DD; centred on its tick, and 14-pixel text is under 9 pixels a character.
+        assert!(day.is_match(text), "{labels:?}");
+        assert!(
+            x + 4.5 * text.len() as f64 <= 1000.0,
+            "cut off at the right edge: {labels:?}"
+        );
+    }
+
+    let minutes = dir.path().join("minutes.svg");
+    let output = homewright(&[
+        "plot",
+        "--db",
+        db,
+        "greenhouse/temperature",
+        "--since",
+        "52m",
+        "--until",
+        "46m",
+        "--out",
+        minutes.to_str().unwrap(),
+    ]);
+    // Six minutes around the reading of 50 minutes ago.
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let labels = time_labels(&std::fs::read_to_string(&minutes).unwrap());
+    let minutes: Vec<i64> = labels
+        .iter()
+        .map(|(_, t)| {
+            let (h, m) = t.split_once(':').expect("HH:MM");
+            h.parse::<i64>().unwrap() * 60 + m.parse::<i64>().unwrap()
+        })
+        .collect();
+    assert!(minutes.len() >= 5, "{labels:?}");
+    for pair in minutes.windows(2) {
+        assert_eq!(
+            (pair[1] - pair[0]).rem_euclid(1440),
+            1,
+            "one a minute: {labels:?}"
+        );
+    }
 }

@@ -67,6 +67,20 @@ async fn editing_a_rule_while_running_changes_it_and_breaking_it_keeps_the_last_
         .count();
     assert_eq!(errors, 1, "the broken file is reported once");
 
+    // Back to the text that kept running: the owner who saw the error is told it is over.
+    std::fs::write(&path, rule("v2")).unwrap();
+    eventually("the restore logged", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| {
+                l.contains("answer.rhai reloaded") && l.contains("back to the version that kept running")
+            })
+            .map(|_| ())
+    })
+    .await;
+    until_answer(&client, "v2").await;
+
     std::fs::remove_file(&path).unwrap();
     eventually("the removal logged", Duration::from_secs(10), || async {
         std::fs::read_to_string(&log)

@@ -250,6 +250,34 @@ async fn a_broker_that_just_closes_on_a_wrong_password_is_reported_as_a_possible
     assert_no_password(&home_log);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_one_side_only_is_named_as_such() {
+    let pki = Pki::new("home CA");
+    let Some((broker, tls_port)) = tls_broker(&pki).await else {
+        return;
+    };
+    // TLS configured, but the port is the broker's plain listener.
+    let to_plain = tls_setup(&broker, broker.port, &pki, &pki.ca_pem, PASSWORD);
+    let log = to_plain.dir.path().join("engine.log");
+    let engine = Process::spawn(&to_plain, Some(&log));
+    let said = log_line(&log, "TLS is on one side only").await;
+    eprintln!("TLS to a plain port: {said}");
+    assert!(said.contains("mqtt.port") && said.contains("mqtt.tls"), "{said}");
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
+
+    // No TLS configured, but the port is the broker's TLS listener.
+    let mut to_tls = Setup::external(tls_port);
+    to_tls.log_level = Some("debug".into());
+    let log = to_tls.dir.path().join("engine.log");
+    let engine = Process::spawn(&to_tls, Some(&log));
+    let said = log_line(&log, "TLS is on one side only").await;
+    eprintln!("plain MQTT to a TLS port: {said}");
+    assert!(said.contains("mqtt.tls") && said.contains("mqtt.port"), "{said}");
+    engine.signal("TERM");
+    assert_eq!(engine.wait().await, Some(0));
+}
+
 #[test]
 fn tls_settings_are_checked_when_the_config_is_loaded() {
     let dir = tempfile::tempdir().unwrap();

@@ -141,7 +141,8 @@ async fn why_lists_a_failed_run_with_its_position_and_a_message_that_matched_but
         .unwrap();
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{out}");
-    assert!(out.starts_with("Recent runs of thermo (newest first):"), "{out}");
+    assert!(out.starts_with("thermo since "), "{out}");
+    assert!(out.contains(": 3 runs, 1 failed, 1 did nothing\n"), "{out}");
     assert!(
         out.contains("rules/thermo.rhai:2:22: Unknown property 'temperature'"),
         "the failed run with its position: {out}"

@@ -75,14 +75,17 @@ fn table(out: &mut impl Write, result: &QueryResult) -> io::Result<()> {
     )
 }
 
+/// A CSV field, quoted when it needs to be (RFC 4180).
+pub(super) fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 fn csv(out: &mut impl Write, result: &QueryResult) -> io::Result<()> {
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
+    let field = csv_field;
     let header: Vec<String> = result.columns.iter().map(|c| field(c)).collect();
     writeln!(out, "{}", header.join(","))?;
     for row in &result.rows {

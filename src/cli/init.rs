@@ -44,7 +44,12 @@ pub fn init(dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create the directory {}", parent.display()))?;
         }
-        write_new(path, text)?;
+        let text = if path.ends_with("homewright.yaml") {
+            location_commented_out(text)
+        } else {
+            text.to_string()
+        };
+        write_new(path, &text)?;
         writeln!(out, "wrote {}", path.display())?;
     }
     let cd = if dir == Path::new(".") {
@@ -54,9 +59,36 @@ pub fn init(dir: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     };
     writeln!(
         out,
-        "\nNext:\n  {cd}homewright check && homewright test   # validate the config and rules; prove the rule\n  homewright run     # the engine, with its own broker on 127.0.0.1:1883; Ctrl-C stops it\n  homewright query \"SELECT topic, payload FROM latest\"   # what it stored"
+        "\nlocation is commented out in homewright.yaml: set your latitude and longitude there (and timezone, \
+         if the system's is not the house's) before a rule uses sunrise, sunset or is_dark().\n\
+         rules/tests/too_warm.yaml is the example rule's scenario: `homewright test` plays it.\n\
+         \nNext:\n  {cd}homewright check && homewright test   # validate the config and rules; prove the rule\n  homewright run     # the engine, with its own broker on 127.0.0.1:1883; Ctrl-C stops it\n  homewright query \"SELECT topic, payload FROM latest\"   # what it stored"
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The example config with its `location:` block commented out: the example's coordinates are
+/// Amsterdam's, and a new house must not quietly get Amsterdam's sunset.
+fn location_commented_out(config: &str) -> String {
+    let mut inside = false;
+    let mut out = String::with_capacity(config.len() + 16);
+    for line in config.lines() {
+        if line.starts_with("location:") {
+            inside = true;
+        } else if inside && !line.starts_with([' ', '#']) {
+            inside = false;
+        }
+        if inside && !line.trim_start().starts_with('#') && !line.trim().is_empty() {
+            let indent = line.len() - line.trim_start().len();
+            out.push_str(&line[..indent]);
+            out.push_str("# ");
+            out.push_str(&line[indent..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Creates `path` only if it does not exist yet (`create_new`), so a file appearing between the check
@@ -78,5 +110,22 @@ fn shell_quote(text: &str) -> String {
         text.to_string()
     } else {
         format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_config_has_no_location() {
+        let text = location_commented_out(CONFIG);
+        assert!(text.contains("# location:"), "{text}");
+        let config = crate::config::from_yaml(&text, Path::new("/h/homewright.yaml")).unwrap();
+        assert_eq!(config.location.coordinates, None);
+        // Nothing else changed.
+        assert_eq!(text.lines().count(), CONFIG.lines().count());
+        let changed = text.lines().zip(CONFIG.lines()).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, 3, "{text}");
     }
 }

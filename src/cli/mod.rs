@@ -80,7 +80,7 @@ pub enum Command {
         /// End (default: now).
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
-        /// Output format: table (a line per action) or json (a JSON object per line).
+        /// Output format: table (a line per action), csv (with a header) or json (an object per line).
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         /// Only these rules (file names without .rhai); default: all.
@@ -151,7 +151,7 @@ pub enum Command {
         #[arg(required = true, num_args = 1..=2, value_name = "[CHANNEL] TEXT")]
         words: Vec<String>,
     },
-    /// Start a new setup: write a commented config and a rules directory with an example rule.
+    /// Start a new setup: a commented config (location commented out), an example rule and its scenario test.
     Init {
         /// Where to write them (created if missing); existing files are never overwritten.
         #[arg(default_value = ".")]
@@ -285,9 +285,39 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`homewright query ... | head`): stop quietly, as `cat` does.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes the C library's local time, which SQLite's `'localtime'` modifier uses, that of
+/// `location.timezone` rather than the system's, so that `date('now', 'localtime')` in a query or a
+/// rule's `sql()` is the rules' day. Must run before the command starts any thread: `cli::run` is called
+/// by `main` on its only thread, and each command calls this right after loading its config.
+fn local_time_follows(zone: &crate::scheduler::Zone) {
+    unsafe extern "C" {
+        /// POSIX: re-reads `TZ` for the C library's local time.
+        fn tzset();
+    }
+    let Some(name) = zone.iana_name() else {
+        return; // the system's own zone: nothing to change
+    };
+    // SAFETY: no other thread exists yet (see above), so nothing reads the environment concurrently,
+    // and tzset only re-reads TZ into the C library's own state.
+    unsafe {
+        std::env::set_var("TZ", name);
+        tzset();
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -11,7 +11,8 @@ use crate::config;
 use crate::event::now_millis;
 use crate::plot::{self, Series, Spec, chart, terminal};
 use crate::scheduler::Zone;
-use crate::store::HistoryReader;
+use crate::scheduler::when::format_local;
+use crate::store::{HistoryReader, SqlValue};
 
 /// What `plot` was asked for.
 pub struct PlotArgs<'a> {
@@ -41,33 +42,63 @@ pub fn plot(args: PlotArgs<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         chart::Format::for_path(path).map_err(anyhow::Error::msg)?;
     }
     let db = super::history_path(args.db, config.as_ref().ok(), args.config)?;
-    let series = load(&db, &spec, from, to)?;
-    if series.points.is_empty() {
+    let (series, known) = load(&db, &spec, from, to)?;
+    if !known {
         anyhow::bail!(
-            "no values for {} since {} ({} messages without a value; for JSON payloads name a field: {}:$.temperature)",
+            "no such topic: {} has no message in {} (list the topics with: homewright query \"SELECT topic FROM latest ORDER BY topic\")",
+            spec.topic,
+            db.display()
+        );
+    }
+    if series.points.is_empty() {
+        let since = format_local(from, &zone);
+        if series.skipped == 0 {
+            anyhow::bail!(
+                "no messages on {} since {since} (try a longer --since)",
+                spec.topic
+            );
+        }
+        let hint = if spec.path.is_empty() {
+            format!("for JSON payloads name a field: {}:$.temperature", spec.topic)
+        } else {
+            "none has a number or on/off at that JSON path".to_string()
+        };
+        anyhow::bail!(
+            "no values for {} since {since} ({} messages without a value; {hint})",
             spec.text,
-            chart::time_label(from, i64::MAX),
             series.skipped,
-            spec.topic
         );
     }
     match args.out {
         Some(path) => {
-            chart::write(path, &spec.text, &series, from, to).map_err(anyhow::Error::msg)?;
+            chart::write(path, &spec.text, &series, from, to, &zone).map_err(anyhow::Error::msg)?;
             writeln!(out, "wrote {} ({} values)", path.display(), series.points.len())?;
         }
-        None => write!(out, "{}", terminal::render(&spec.text, &series, from, to))?,
+        None => write!(out, "{}", terminal::render(&spec.text, &series, from, to, &zone))?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn load(db: &Path, spec: &Spec, from: i64, to: i64) -> anyhow::Result<Series> {
+/// The series, and whether the topic has any message at all in the history.
+fn load(db: &Path, spec: &Spec, from: i64, to: i64) -> anyhow::Result<(Series, bool)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let reader = HistoryReader::open(db).await?;
-        anyhow::Ok(plot::load(&reader, spec, from, to).await?)
+        let series = plot::load(&reader, spec, from, to).await?;
+        let known = !series.points.is_empty()
+            || series.skipped > 0
+            || !reader
+                .query(
+                    "SELECT 1 FROM latest WHERE topic = ?",
+                    &[SqlValue::Text(spec.topic.clone())],
+                    None,
+                )
+                .await?
+                .rows
+                .is_empty();
+        anyhow::Ok((series, known))
     })
 }

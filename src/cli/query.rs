@@ -28,7 +28,12 @@ pub fn query(
     timeout: Duration,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    let path = super::history_path(db, None, config_path)?;
+    // The config gives the database and the time zone; with --db and no usable config, the system's zone.
+    let config = crate::config::load(config_path).ok();
+    if let Some(config) = &config {
+        super::local_time_follows(&config.location.timezone);
+    }
+    let path = super::history_path(db, config.as_ref(), config_path)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

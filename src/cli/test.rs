@@ -10,6 +10,7 @@ use crate::sim::scenario::run_scenario;
 
 pub fn test(config_path: &Path, paths: &[PathBuf], out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
+    super::local_time_follows(&config.location.timezone);
     let files = scenario_files(paths, &config.rules.dir.join("tests"))?;
     if files.is_empty() {
         writeln!(

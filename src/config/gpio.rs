@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// `gpio:` as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawGpio {
     pub backend: Option<String>,
     pub relays: BTreeMap<String, RawRelay>,
@@ -16,7 +16,7 @@ pub struct RawGpio {
 
 /// One relay as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawRelay {
     pub pin: Option<i64>,
     pub active_low: bool,
@@ -29,7 +29,7 @@ pub struct RawRelay {
 
 /// `homeassistant:` as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawHomeAssistant {
     pub discovery: bool,
 }

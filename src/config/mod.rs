@@ -196,8 +196,10 @@ pub struct MetricsConfig {
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source} (pass another file with -c FILE)")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The OS error is part of the message and deliberately not a `source`: a report that prints
+    /// the chain would show it twice.
+    #[error("cannot read config {path}: {error} ({})", read_hint(.error))]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{}", Problem::list(.0))]
     Invalid(Vec<Problem>),
 }
@@ -234,11 +236,21 @@ impl fmt::Display for Problem {
     }
 }
 
+/// What to do about a config that cannot be read: a missing one is usually a first run in a new
+/// directory.
+fn read_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        "run `homewright init` to write one here, or pass another file with -c FILE"
+    } else {
+        "pass another file with -c FILE"
+    }
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     from_yaml(&text, path)
 }

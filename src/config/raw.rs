@@ -1,14 +1,15 @@
 //! The serde mirror of `homewright.yaml`: exactly the keys a user may write, nothing typed yet.
 //!
-//! `deny_unknown_fields` everywhere so a misspelt key is an error with its path rather than a silently
-//! ignored setting. Values stay as written (strings for durations and sizes) so that validation can
+//! No `deny_unknown_fields`: a key these types do not know is collected with its path while the file is
+//! read (`validate::from_yaml`, with serde_ignored) and reported as an error together with every other
+//! problem, rather than a silently ignored setting or the only error shown. Values stay as written (strings for durations and sizes) so that validation can
 //! report every problem at once with the key it belongs to.
 
 use serde::Deserialize;
 
 /// The whole file. Every section is optional; missing ones take their defaults.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawConfig {
     pub mqtt: RawMqtt,
     pub broker: RawBroker,
@@ -25,7 +26,7 @@ pub struct RawConfig {
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawMqtt {
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -45,7 +46,7 @@ pub struct RawMqtt {
 
 /// `mqtt.tls:` PEM files for a TLS connection to the broker.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawTls {
     pub ca: Option<String>,
     pub cert: Option<String>,
@@ -54,7 +55,7 @@ pub struct RawTls {
 
 /// `broker:` the in-process broker for a first run with nothing else installed.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawBroker {
     pub embedded: Option<bool>,
     pub listen: Option<String>,
@@ -62,7 +63,7 @@ pub struct RawBroker {
 
 /// `database:` where the history lives.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawDatabase {
     pub path: Option<String>,
     pub retention: Option<Vec<RawRetention>>,
@@ -74,7 +75,7 @@ pub struct RawDatabase {
 
 /// `location:` for sunrise/sunset and local time.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawLocation {
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
@@ -83,7 +84,7 @@ pub struct RawLocation {
 
 /// One `database.retention` entry: how long messages on matching topics are kept.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawRetention {
     pub topics: Option<String>,
     pub keep: Option<String>,
@@ -91,7 +92,7 @@ pub struct RawRetention {
 
 /// `rules:` where the scripts are and how much one run may do.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawRules {
     pub dir: Option<String>,
     pub max_operations: Option<u64>,
@@ -102,7 +103,7 @@ pub struct RawRules {
 
 /// `metrics:` the optional Prometheus endpoint.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawMetrics {
     pub listen: Option<String>,
 }

@@ -19,16 +19,23 @@ const MQTT_MAX_PACKET: u64 = 268_435_455;
 /// Parses and validates config text that was read from `source` (used for messages and to resolve
 /// relative paths).
 pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let mut unknown = Vec::new();
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid(vec![syntax_problem(&e, source)]))?
+        serde_ignored::deserialize(serde_yaml::Deserializer::from_str(text), |path| {
+            unknown.push(path.to_string())
+        })
+        .map_err(|e| ConfigError::Invalid(vec![syntax_problem(&e, source)]))?
     };
     let mut check = Checker {
         text,
         source,
         problems: Vec::new(),
     };
+    for path in unknown {
+        check.unknown_key(&path);
+    }
     let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
     let broker = check.broker(&raw);
     let mqtt = check.mqtt(&raw.mqtt, &broker);
@@ -114,6 +121,27 @@ impl Checker<'_> {
             column: position.map(|p| p.1),
             key: key.to_string(),
             message: message.into(),
+        });
+    }
+
+    /// A key no setting has, e.g. `mqtt.prot`: reported at its line under its parent's name.
+    fn unknown_key(&mut self, path: &str) {
+        let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
+        let segments: Vec<&str> = path.split('.').collect();
+        let position = locate(self.text, &segments);
+        let parent_name = if parent.is_empty() {
+            "the top level"
+        } else {
+            parent
+        };
+        self.problems.push(Problem {
+            file: self.source.to_path_buf(),
+            line: position.map(|p| p.0),
+            column: position.map(|p| p.1),
+            key: parent.to_string(),
+            message: format!(
+                "unknown field `{key}`: {parent_name} has no such setting (check its spelling and indentation)"
+            ),
         });
     }
 

@@ -106,6 +106,12 @@ fn describe(error: &rumqttc::ConnectionError, config: &MqttConfig, before_connac
         ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("no broker is listening on {broker} (start one, or set broker.embedded: true)")
         }
+        // Plain MQTT to a TLS listener: the broker answers the CONNECT with a TLS alert, which is no MQTT
+        // packet.
+        ConnectionError::MqttState(StateError::Deserialization(_)) if config.tls.is_none() => format!(
+            "broker {broker} answered with something that is not MQTT: port {port} is probably a TLS listener (often 8883) and TLS is on one side only; set mqtt.tls (with the broker's CA in mqtt.tls.ca), or set mqtt.port to the broker's plain port (often 1883): {error}",
+            port = config.port
+        ),
         ConnectionError::MqttState(StateError::ConnectionAborted | StateError::Io(_))
             if before_connack && config.credentials.is_some() =>
         {
@@ -140,6 +146,22 @@ fn describe_tls(text: &str, broker: &str, config: &MqttConfig) -> String {
     } else if text.contains("UnsupportedCertVersion") {
         format!(
             "TLS with broker {broker} failed: a certificate (possibly our own mqtt.tls.cert) is X.509 v1; issue v3 certificates: {text}"
+        )
+    } else if [
+        "reset by peer",
+        "InvalidContentType",
+        "CorruptMessage",
+        "end of file",
+        "UnexpectedEof",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
+    {
+        // TLS to a plain listener: the broker takes the ClientHello for a malformed MQTT packet and
+        // drops the connection, or answers in plain MQTT.
+        format!(
+            "TLS handshake with broker {broker} failed: port {} does not seem to speak TLS, so TLS is on one side only; mqtt.tls is set, so set mqtt.port to the broker's TLS listener (often 8883), or remove mqtt.tls for its plain port: {text}",
+            config.port
         )
     } else {
         format!("TLS handshake with broker {broker} failed: {text}")

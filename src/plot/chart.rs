@@ -8,11 +8,12 @@
 
 use std::path::Path;
 
-use chrono::{Local, TimeZone};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::Series;
+use super::time_axis::Ticks;
+use crate::scheduler::Zone;
 
 /// Where the font is looked for, first found wins.
 const FONT_PATHS: [&str; 3] = [
@@ -53,8 +54,21 @@ impl Format {
     }
 }
 
-/// Draws `series` over `[from, to)` (unix ms) into `out`.
-pub fn write(out: &Path, title: &str, series: &Series, from: i64, to: i64) -> Result<(), String> {
+/// Time ticks on the x axis at most: room for labels as wide as "12-04 16:00".
+const X_TICKS: usize = 8;
+
+/// Room right of the plot for half of the last time label, which is centred on its tick.
+const RIGHT_MARGIN: u32 = 56;
+
+/// Draws `series` over `[from, to)` (unix ms) into `out`, with time in `zone`.
+pub fn write(
+    out: &Path,
+    title: &str,
+    series: &Series,
+    from: i64,
+    to: i64,
+    zone: &Zone,
+) -> Result<(), String> {
     load_font()?;
     let failed = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", out.display());
     match Format::for_path(out)? {
@@ -62,16 +76,16 @@ pub fn write(out: &Path, title: &str, series: &Series, from: i64, to: i64) -> Re
             SVGBackend::new(out, SIZE).into_drawing_area(),
             title,
             series,
-            from,
-            to,
+            (from, to),
+            zone,
         )
         .map_err(|e| failed(&e)),
         Format::Png => draw(
             BitMapBackend::new(out, SIZE).into_drawing_area(),
             title,
             series,
-            from,
-            to,
+            (from, to),
+            zone,
         )
         .map_err(|e| failed(&e)),
     }
@@ -81,18 +95,22 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
     series: &Series,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    zone: &Zone,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
     let (low, high) = y_range(series);
+    let ticks = Ticks::new(from, to, zone, X_TICKS);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
+        .margin_right(RIGHT_MARGIN)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(from..to.max(from + 1), low..high)?;
-    let span = to - from;
+        .build_cartesian_2d(
+            (from..to.max(from + 1)).with_key_points(ticks.at.clone()),
+            low..high,
+        )?;
     let on_off = series.on_off;
     let y_label = |v: &f64| match (on_off, *v) {
         (true, v) if v >= 0.99 => "on".to_string(),
@@ -102,9 +120,9 @@ fn draw<DB: DrawingBackend>(
     };
     chart
         .configure_mesh()
-        .x_labels(8)
+        .x_labels(X_TICKS)
         .y_labels(if on_off { 2 } else { 8 })
-        .x_label_formatter(&|ms| time_label(*ms, span))
+        .x_label_formatter(&|ms| ticks.label(*ms))
         .y_label_formatter(&y_label)
         .label_style(("sans-serif", 14))
         .draw()?;
@@ -139,18 +157,6 @@ fn y_range(series: &Series) -> (f64, f64) {
         }
         Some((value, _)) => (value - 1.0, value + 1.0),
         None => (0.0, 1.0),
-    }
-}
-
-/// A time as a label: clock time for a day or less, else date and time.
-pub fn time_label(ms: i64, span_ms: i64) -> String {
-    let Some(time) = Local.timestamp_millis_opt(ms).single() else {
-        return String::new();
-    };
-    if span_ms <= 86_400_000 {
-        time.format("%H:%M").to_string()
-    } else {
-        time.format("%m-%d %H:%M").to_string()
     }
 }
 

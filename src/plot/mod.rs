@@ -8,6 +8,7 @@
 
 pub mod chart;
 pub mod terminal;
+pub mod time_axis;
 
 use crate::store::query::QueryError;
 use crate::store::{HistoryReader, SqlValue};

@@ -1,11 +1,14 @@
 //! The chart `homewright plot` prints without `--out`: text that fits an 80-column terminal. Each
 //! column covers an equal slice of time and shows the range of the values in it (`│`, or `•` for one
-//! value); on/off states are one band (`█` while on).
+//! value); on/off states are one band (`█` while on, `─` while off, `▒` for a column that was both, so
+//! that a short off period in a long chart still shows). Under the axis, time labels at round local
+//! times.
 
 use std::fmt::Write;
 
 use super::Series;
-use super::chart::time_label;
+use super::time_axis::Ticks;
+use crate::scheduler::Zone;
 
 /// Columns of the plot area; with the labels the chart is [`WIDTH`] columns wide.
 const PLOT_WIDTH: usize = 68;
@@ -16,8 +19,8 @@ pub const WIDTH: usize = LABEL_WIDTH + PLOT_WIDTH;
 /// Rows of the plot area for numbers.
 const HEIGHT: usize = 12;
 
-/// Renders `series` over `[from, to)` (unix ms) with `title` above it.
-pub fn render(title: &str, series: &Series, from: i64, to: i64) -> String {
+/// Renders `series` over `[from, to)` (unix ms) with `title` above it, times in `zone`.
+pub fn render(title: &str, series: &Series, from: i64, to: i64, zone: &Zone) -> String {
     let mut out = String::new();
     let values = match series.range() {
         Some((low, high)) if !series.on_off => format!(", {} .. {}", number(low), number(high)),
@@ -37,8 +40,9 @@ pub fn render(title: &str, series: &Series, from: i64, to: i64) -> String {
     for row in rows {
         let _ = writeln!(out, "{}", row.trim_end());
     }
-    let _ = writeln!(out, "{}└{}", " ".repeat(LABEL_WIDTH - 1), "─".repeat(PLOT_WIDTH));
-    let _ = writeln!(out, "{}", time_axis(from, to));
+    let (marks, labels) = time_axis(from, to, zone);
+    let _ = writeln!(out, "{}└{marks}", " ".repeat(LABEL_WIDTH - 1));
+    let _ = writeln!(out, "{}", labels.trim_end());
     out
 }
 
@@ -95,36 +99,55 @@ fn number_rows(series: &Series, from: i64, span: i64) -> Vec<String> {
 }
 
 fn on_off_rows(series: &Series, from: i64, span: i64) -> Vec<String> {
-    let mut on = [false; PLOT_WIDTH];
+    // Milliseconds of "on" in each column, against the column's length: a column is on, off, or both.
+    let column_start = |c: usize| from + (span as i128 * c as i128 / PLOT_WIDTH as i128) as i64;
+    let mut on_ms = [0i64; PLOT_WIDTH];
     for (start, end) in series.on_periods(from + span) {
         let (first, last) = (column(start, from, span), column(end - 1, from, span));
-        for cell in &mut on[first..=last.max(first)] {
-            *cell = true;
+        for (c, cell) in on_ms.iter_mut().enumerate().take(last.max(first) + 1).skip(first) {
+            let overlap = end.min(column_start(c + 1)) - start.max(column_start(c));
+            *cell += overlap.max(0);
         }
     }
-    let band: String = on.iter().map(|&on| if on { '█' } else { '─' }).collect();
+    let band: String = on_ms
+        .iter()
+        .enumerate()
+        .map(|(c, &on)| {
+            let length = column_start(c + 1) - column_start(c);
+            match on {
+                0 => '─',
+                on if on >= length => '█',
+                _ => '▒',
+            }
+        })
+        .collect();
     vec![format!("{:>width$}┤{band}", "█on ─off", width = LABEL_WIDTH - 1)]
 }
 
-/// Start, middle and end times under the axis.
-fn time_axis(from: i64, to: i64) -> String {
-    let span = to - from;
-    let start = time_label(from, span);
-    let middle = time_label(from + span / 2, span);
-    let end = time_label(to, span);
-    let mut line = " ".repeat(LABEL_WIDTH);
-    line.push_str(&start);
-    let middle_at = LABEL_WIDTH + PLOT_WIDTH / 2 - middle.chars().count() / 2;
-    let end_at = WIDTH - end.chars().count();
-    while line.chars().count() < middle_at {
-        line.push(' ');
+/// The axis line with a `┬` at each tick, and the ticks' labels centred under them (round local
+/// times; as many as fit with two spaces between them, none cut at the edge).
+fn time_axis(from: i64, to: i64, zone: &Zone) -> (String, String) {
+    let span = (to - from).max(1);
+    // Room for labels as wide as "12-04 16:00" and a gap.
+    let ticks = Ticks::new(from, to, zone, PLOT_WIDTH / 13);
+    let mut marks: Vec<char> = vec!['─'; PLOT_WIDTH];
+    let mut labels: Vec<char> = vec![' '; WIDTH];
+    let mut free_from = 0;
+    for &at in &ticks.at {
+        let column = column(at, from, span);
+        let label: Vec<char> = ticks.label(at).chars().collect();
+        let centre = LABEL_WIDTH + column;
+        let Some(start) = centre.checked_sub(label.len() / 2) else {
+            continue;
+        };
+        if start < free_from || start + label.len() > WIDTH {
+            continue;
+        }
+        marks[column] = '┬';
+        labels[start..start + label.len()].copy_from_slice(&label);
+        free_from = start + label.len() + 2;
     }
-    line.push_str(&middle);
-    while line.chars().count() < end_at {
-        line.push(' ');
-    }
-    line.push_str(&end);
-    line
+    (marks.into_iter().collect(), labels.into_iter().collect())
 }
 
 /// A value short enough for the label column.
@@ -158,7 +181,7 @@ mod tests {
             on_off: false,
             skipped: 0,
         };
-        let text = render(&"t/".repeat(60), &series, 0, 500_000);
+        let text = render(&"t/".repeat(60), &series, 0, 500_000, &Zone::utc());
         for line in text.lines() {
             assert!(
                 line.chars().count() <= 80,
@@ -178,10 +201,45 @@ mod tests {
             on_off: true,
             skipped: 0,
         };
-        let text = render("relay", &series, 0, 100);
+        let text = render("relay", &series, 0, 100, &Zone::utc());
         let band = text.lines().nth(1).unwrap().split('┤').nth(1).unwrap();
         // 0..50 ms of 100 covers columns 0..=33 of 68.
         assert_eq!(band.matches('█').count(), 34, "{text}");
         assert_eq!(band.matches('─').count(), 34, "{text}");
+    }
+
+    #[test]
+    fn a_short_off_period_in_a_long_chart_still_shows() {
+        // On for two hours but for 8 s in the middle: each column covers about 106 s.
+        let hour = 3_600_000;
+        let series = Series {
+            points: vec![(0, 1.0), (hour, 0.0), (hour + 8_000, 1.0)],
+            on_off: true,
+            skipped: 0,
+        };
+        let text = render("relay", &series, 0, 2 * hour, &Zone::utc());
+        let band = text.lines().nth(1).unwrap().split('┤').nth(1).unwrap();
+        assert_eq!(band.matches('▒').count(), 1, "{text}");
+        assert_eq!(band.matches('█').count(), PLOT_WIDTH - 1, "{text}");
+    }
+
+    #[test]
+    fn time_labels_sit_at_round_local_times_and_fit() {
+        let zone = Zone::named("Europe/Amsterdam").unwrap();
+        // 2026-12-04 10:00:17 UTC, 11:00:17 in Amsterdam, for six minutes.
+        let from = 1_796_378_417_000;
+        let series = Series {
+            points: vec![(from, 1.0), (from + 60_000, 2.0)],
+            on_off: false,
+            skipped: 0,
+        };
+        let text = render("t", &series, from, from + 360_000, &zone);
+        let labels = text.lines().last().unwrap();
+        let words: Vec<&str> = labels.split_whitespace().collect();
+        assert!(words.len() >= 3, "{text}");
+        for word in &words {
+            assert!(word.starts_with("11:0") && word.len() == 5, "{word} in {text}");
+        }
+        assert!(labels.chars().count() <= WIDTH, "{text}");
     }
 }

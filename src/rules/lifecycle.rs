@@ -28,6 +28,12 @@ impl RuleSet {
         }
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let seen = self.rule(&name).is_some_and(|rule| rule.source() == text);
+        if seen && self.last_failed.remove(&*name).is_some() {
+            // Back to the text that kept running after a broken edit: nothing to load, but the owner who
+            // saw the error must see that it is over.
+            info!(rule = %name, "{} reloaded (back to the version that kept running)", path.display());
+            return;
+        }
         if seen || self.last_failed.get(&*name) == Some(&text) {
             return; // another event for the same save, or the same broken text again
         }

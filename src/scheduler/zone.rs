@@ -42,6 +42,11 @@ impl Zone {
     }
 
     /// The IANA name, when the zone has one (a zone from a `TZ` rule or a copied /etc/localtime has none).
+    pub fn iana_name(&self) -> Option<&str> {
+        self.0.iana_name()
+    }
+
+    /// The IANA name, or words for a zone without one, for messages.
     pub fn name(&self) -> &str {
         self.0.iana_name().unwrap_or("the system's time zone")
     }

@@ -47,6 +47,8 @@ pub struct Simulation {
     /// Whether outputs are written to the history (off for replay, which reads only what it prints).
     record_to_history: bool,
     base_topic: String,
+    /// Log lines written on this thread carry the virtual time while the simulation lives.
+    _log_time: crate::logging::VirtualTime,
 }
 
 /// What a simulation runs with besides its rules.
@@ -147,6 +149,8 @@ impl Simulation {
             Ok::<_, StoreError>((store, reader, persisted))
         })?;
         let clock = Clock::virtual_at(start);
+        // Before the rules load: a rule's top level may log too.
+        let log_time = crate::logging::VirtualTime::follow(clock.clone());
         let services = Services {
             reader,
             runtime: runtime.handle().clone(),
@@ -171,6 +175,7 @@ impl Simulation {
             problems,
             record_to_history: true,
             base_topic,
+            _log_time: log_time,
         };
         let outputs = simulation.rules.handle(&Event::Start);
         simulation.record(outputs)?;

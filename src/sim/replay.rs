@@ -13,25 +13,26 @@ use crate::store::{HistoryReader, StoreError};
 const PAGE: i64 = 5_000;
 
 /// Delivers the messages `reader` holds from `since` to `until` to `sim`, then advances it to `end`.
-/// `each` gets the outputs of every step and whether the step was a message (for progress).
+/// `each` gets the outputs of every step and, when the step was a message, its time (for progress).
 pub fn replay<E: From<StoreError>>(
     sim: &mut Simulation,
     reader: &HistoryReader,
     runtime: &Runtime,
     (since, until, end): (i64, i64, i64),
-    mut each: impl FnMut(Vec<Output>, bool) -> Result<(), E>,
+    mut each: impl FnMut(Vec<Output>, Option<i64>) -> Result<(), E>,
 ) -> Result<(), E> {
-    each(sim.take_outputs(), false)?;
+    each(sim.take_outputs(), None)?;
     let mut after_id = runtime.block_on(reader.id_before(since))?;
     loop {
         let page = runtime.block_on(reader.messages_page(since, until, after_id, PAGE))?;
         let Some((last_id, _)) = page.last() else { break };
         after_id = *last_id;
         for (_, message) in page {
+            let at = message.ts;
             sim.deliver(message)?;
-            each(sim.take_outputs(), true)?;
+            each(sim.take_outputs(), Some(at))?;
         }
     }
     sim.advance_to(end)?;
-    each(sim.take_outputs(), false)
+    each(sim.take_outputs(), None)
 }

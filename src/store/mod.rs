@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
+use sqlx::{ConnectOptions, Sqlite};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -45,6 +45,9 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    /// Said once, with its hint, where an error with a source would repeat it down the chain.
+    #[error("there is no database {path} (run `homewright run` first, or pass --db PATH)")]
+    Missing { path: PathBuf },
     #[error("cannot migrate the database {path}: {source}")]
     Migrate {
         path: PathBuf,
@@ -302,16 +305,16 @@ impl HistoryReader {
     /// Opens the database at `path` read-only. Works while `run` is writing (WAL).
     pub async fn open(path: &Path) -> Result<HistoryReader, StoreError> {
         if !path.exists() {
-            return Err(StoreError::Open {
+            return Err(StoreError::Missing {
                 path: path.to_path_buf(),
-                source: sqlx::Error::Configuration(
-                    "no such file (run `homewright run` first, or pass --db PATH)".into(),
-                ),
             });
         }
+        // No statement logging: sqlx would log every query over a second at WARN with its whole text,
+        // and an owner's long query (or a rule's `sql()`) is not a problem to warn about.
         let options = SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
+            .disable_statement_logging()
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
