@@ -90,13 +90,21 @@ pub async fn run_with(
     shutdown: CancellationToken,
     backend: Option<Arc<dyn RelayBackend>>,
 ) -> Result<(), StartError> {
-    if config.broker.embedded {
-        broker::start(
-            config.broker.listen,
-            config.mqtt.max_packet_size,
-            config.mqtt.credentials.as_ref(),
-        )?;
+    let embedded = broker::settle(&mut config).await?;
+    let result = run_engine(config, shutdown, backend, embedded.as_ref()).await;
+    if let Some(embedded) = embedded {
+        // Last, once the engine's connections said goodbye: it saves retained messages and sessions.
+        embedded.stop().await;
     }
+    result
+}
+
+async fn run_engine(
+    mut config: Config,
+    shutdown: CancellationToken,
+    backend: Option<Arc<dyn RelayBackend>>,
+    embedded: Option<&broker::EmbeddedBroker>,
+) -> Result<(), StartError> {
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
     let persisted = store.load_persisted().await?;
@@ -209,7 +217,7 @@ pub async fn run_with(
         "ingesting from {}:{}",
         config.mqtt.host, config.mqtt.port
     ));
-    start_watchdog(&stages, &shutdown);
+    start_watchdog(&stages, &shutdown, embedded);
 
     shutdown.cancelled().await;
     crate::os::systemd::stopping();
@@ -238,10 +246,18 @@ fn queues(
 }
 
 /// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs.
-fn start_watchdog(stages: &Stages, shutdown: &CancellationToken) {
+fn start_watchdog(stages: &Stages, shutdown: &CancellationToken, embedded: Option<&broker::EmbeddedBroker>) {
     let expected = stages.names();
     let running = Arc::clone(&stages.running);
+    // The engine's connections only retry against a dead broker: the watchdog must say it is dead.
+    let broker_alive: Box<dyn Fn() -> bool + Send + Sync> = match embedded {
+        Some(embedded) => Box::new(embedded.health()),
+        None => Box::new(|| true),
+    };
     let healthy = move || {
+        if !broker_alive() {
+            return Err("the embedded broker failed and could not be restarted".to_string());
+        }
         let running = running.lock().unwrap_or_else(|p| p.into_inner());
         match expected.iter().find(|name| !running.contains(*name)) {
             Some(name) => Err(format!("the {name} stage ended on its own")),
