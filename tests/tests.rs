@@ -2,10 +2,12 @@
 
 mod support;
 
+mod auto_broker;
 mod bad_input;
 mod cli;
 mod crash;
 mod database_faults;
+mod embedded_broker;
 mod end_to_end;
 mod examples;
 mod init;

@@ -140,7 +140,7 @@ fn refusal(code: u8) -> &'static str {
         2 => "it rejected the client id",
         3 => "it says it is unavailable",
         4 => "bad username or password",
-        5 => "not authorized",
+        5 => "not authorized: a wrong username or password, or none where the broker wants one",
         _ => "an unknown refusal code",
     }
 }

@@ -75,7 +75,21 @@ async fn exchange(mut stream: TcpStream, client_id: &str, login: Option<&Credent
         Ok(Ok(n)) => match answer {
             [0x20, 0x02, _, 0] if n == 4 => Probe::Broker,
             [0x20, 0x02, _, code] if n == 4 => Probe::Refused(code),
-            _ => Probe::NotMqtt(format!("its answer does not start like an MQTT CONNACK: {}", printable(&answer[..n]))),
+            _ => {
+                // The rest of its first line, if it comes at once, tells the owner what it is.
+                let mut more = [0u8; 60];
+                let extra = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut more))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                let mut seen = answer[..n].to_vec();
+                seen.extend_from_slice(&more[..extra]);
+                Probe::NotMqtt(format!(
+                    "it answered an MQTT CONNECT with {}",
+                    printable(&seen)
+                ))
+            }
         },
     };
     if probe == Probe::Broker {
@@ -96,10 +110,12 @@ async fn read_up_to(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<u
     Ok(filled)
 }
 
+/// The first line of a text answer, quoted; the bytes in hex otherwise.
 fn printable(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    if text.chars().all(|c| !c.is_control() || c == '\r' || c == '\n') {
-        format!("{:?}", text)
+    let line = text.lines().next().unwrap_or_default();
+    if !line.is_empty() && line.chars().all(|c| !c.is_control()) {
+        format!("{line:?}")
     } else {
         bytes
             .iter()

@@ -20,6 +20,7 @@ const WORKER_THREADS: usize = 1;
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
+    crate::os::memory::return_large_blocks();
     let runtime = runtime().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

@@ -1,5 +1,7 @@
-//! What the engine asks of the operating system: systemd's readiness and watchdog notifications, and
-//! the kernel's scheduling policy for the threads that must never delay the others.
+//! What the engine asks of the operating system: systemd's readiness and watchdog notifications, the
+//! kernel's scheduling policy for the threads that must never delay the others, and the allocator's
+//! return of freed memory.
 
+pub mod memory;
 pub mod systemd;
 pub mod thread_policy;

@@ -347,7 +347,18 @@ impl Client {
 
     /// Connects with a username and password.
     pub async fn connect_with(port: u16, id: &str, login: Option<(&str, &str)>) -> Client {
+        Client::connect_options(port, id, login, true).await
+    }
+
+    /// A client with a persistent session (clean session off), as devices that must not miss a
+    /// command connect: the broker keeps its subscriptions and queues QoS 1 messages while it is away.
+    pub async fn connect_persistent(port: u16, id: &str) -> Client {
+        Client::connect_options(port, id, None, false).await
+    }
+
+    async fn connect_options(port: u16, id: &str, login: Option<(&str, &str)>, clean: bool) -> Client {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_clean_session(clean);
         if let Some((username, password)) = login {
             options.set_credentials(username, password);
         }
