@@ -109,7 +109,7 @@ async fn no_client_input_takes_the_embedded_broker_down() {
     let watcher = Client::connect(port, "watcher").await;
     watcher.subscribe("ruled/#").await;
 
-    // A topic that starts with a letter outside ASCII (it killed rumqttd's router).
+    // A topic that starts with a letter outside ASCII (it killed the previous embedded broker's router).
     survives(&engine, &watcher, "umlaut", async || {
         let device = Client::connect(port, "tank").await;
         device
@@ -274,7 +274,8 @@ async fn the_engine_gives_back_the_memory_of_200_messages_of_1_mb() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid);
     eprintln!("RSS idle {idle} KiB, after 200 x 1 MB {after} KiB");
-    // rumqttd's was 385 MB here. The slack is for SQLite's page cache and the allocator's arenas.
+    // The previous embedded broker kept 385 MB here. The slack is for SQLite's page cache and the
+    // allocator's arenas.
     assert!(after < idle + 24 * 1024, "RSS {after} KiB, idle {idle} KiB");
     engine.signal("TERM");
     assert_eq!(engine.wait().await, Some(0));
