@@ -225,9 +225,9 @@ fn config(settings: &Settings) -> BrokerConfig {
         .with_storage(storage)
         // $SYS statistics every 10 s: nobody here reads them.
         .with_sys_topics_enabled(false);
-    // Without a login every local client may connect, as with Mosquitto's defaults on loopback;
-    // `OneLogin` replaces this check when a login is configured.
-    config.auth_config.allow_anonymous = settings.login.is_none();
+    // Without a login every local client may connect, as with Mosquitto's defaults on loopback. With
+    // one, `OneLogin` replaces the whole check (mqtt5 itself would want a password file).
+    config.auth_config.allow_anonymous = true;
     config
 }
 
