@@ -5,7 +5,7 @@ fn main() {
 
     // Relative relocations packed (DT_RELR, glibc 2.36: Raspberry Pi OS Bookworm, Debian 12). A
     // position-independent binary carries a relocation for every pointer in its read-only data; unpacked,
-    // that table is 1.3 MB that the loader reads at every start and keeps resident (issue 7: idle RSS).
+    // that table is 1.3 MB that the loader reads at every start and keeps resident (idle RSS).
     let target = |key: &str| std::env::var(key).unwrap_or_default();
     if target("CARGO_CFG_TARGET_OS") == "linux"
         && target("CARGO_CFG_TARGET_ENV") == "gnu"

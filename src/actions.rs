@@ -24,6 +24,21 @@ pub struct Actions {
 }
 
 impl Actions {
+    /// The stage performing what arrives on `input` and recording it to `recorder`.
+    pub fn new(
+        input: mpsc::Receiver<ActionRequest>,
+        publisher: PublishHandle,
+        recorder: mpsc::Sender<Vec<Output>>,
+        relays: RelayDriver,
+    ) -> Actions {
+        Actions {
+            input,
+            publisher,
+            recorder,
+            relays,
+        }
+    }
+
     /// Performs and records until the rules are done, then stops the relays, publishes `offline` and
     /// disconnects.
     pub async fn run(mut self) {

@@ -23,12 +23,12 @@ use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::recorder::{self, Recorder};
+use crate::relays::commands::with_command_topics;
 use crate::relays::driver::RelayDriver;
 use crate::relays::model::RelayModel;
 use crate::relays::{self, RelayBackend};
 use crate::rules::worker::{self, RuleWorker};
-use crate::rules::{Limits, RuleSet, Services};
-use crate::scheduler::Clock;
+use crate::rules::{RuleSet, Services};
 use crate::store::{HistoryReader, Store};
 use crate::{broker, store};
 use std::collections::HashMap;
@@ -53,40 +53,16 @@ pub enum StartError {
     Metrics(#[from] crate::metrics::server::BindError),
 }
 
-/// Makes sure relay commands arrive even when `mqtt.subscribe` does not cover them (without a second,
-/// overlapping subscription, which some brokers answer with duplicate deliveries).
-fn subscribe_to_relay_commands(config: &mut Config) {
-    if config.gpio.relays.is_empty() {
-        return;
-    }
-    let base = &config.mqtt.base_topic;
-    for (sample, filter) in [
-        (format!("{base}/relay/x/set"), format!("{base}/relay/+/set")),
-        (
-            format!("{base}/cli/relay/x/set"),
-            format!("{base}/cli/relay/+/set"),
-        ),
-    ] {
-        if !config
-            .mqtt
-            .subscribe
-            .iter()
-            .any(|f| crate::mqtt::topic::matches(&sample, f))
-        {
-            config.mqtt.subscribe.push(filter);
-        }
-    }
-}
-
 /// Runs the engine until `shutdown` is cancelled, then drains every stage.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     run_with(config, shutdown, None).await
 }
 
 /// Like [`run`], with the relays driven by `backend` instead of the configured one (tests keep a handle
-/// on a simulated backend this way).
+/// on a simulated backend this way). Each stage is built from the config by its own constructor; this
+/// only wires them, in the order that lets `on_start` run before the first message.
 pub async fn run_with(
-    mut config: Config,
+    config: Config,
     shutdown: CancellationToken,
     backend: Option<Arc<dyn RelayBackend>>,
 ) -> Result<(), StartError> {
@@ -114,16 +90,15 @@ async fn run_engine(
         Some(backend) => backend,
         None => relays::open(&config.gpio, &levels)?,
     };
-    subscribe_to_relay_commands(&mut config);
     info!(database = %config.database.path.display(), "history opened");
 
     let (rules_tx, rules_rx) = flume::bounded(worker::INPUT_CAPACITY);
     let (ingest_tx, ingest_rx) = mpsc::channel(ingest::CHANNEL_CAPACITY);
-    let (outputs_tx, outputs_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
+    let (actions_tx, actions_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
     let metrics = match config.metrics.listen {
         Some(addr) => {
-            Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &outputs_tx, &records_tx)).await?)
+            Some(MetricsServer::bind(addr, queues(&rules_tx, &ingest_tx, &actions_tx, &records_tx)).await?)
         }
         None => None,
     };
@@ -131,54 +106,28 @@ async fn run_engine(
     // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
     // the start cleanly.
     let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
-    let (subscriber, acker) = Subscriber::new(&config.mqtt, ingest_tx, rules_tx.clone())?;
+    let (subscriber, acker) = Subscriber::new(&with_command_topics(&config), ingest_tx, rules_tx.clone())?;
     let stages = Stages::default();
     stages.spawn("publisher", publisher.run(shutdown.clone()));
-    stages.spawn(
-        "recorder",
-        Recorder {
-            store: store.clone(),
-            input: records_rx,
-        }
-        .run(),
-    );
-    stages.spawn(
-        "actions",
-        Actions {
-            input: outputs_rx,
-            publisher: publish_handle,
-            recorder: records_tx.clone(),
-            relays: RelayDriver {
-                backend,
-                config: config.gpio.clone(),
-                state_prefix: format!("{}/relay/", config.mqtt.base_topic),
-                on: levels,
-            },
-        }
-        .run(),
-    );
+    stages.spawn("recorder", Recorder::new(store.clone(), records_rx).run());
+    let driver = RelayDriver::new(backend, &config, levels);
+    let actions = Actions::new(actions_rx, publish_handle, records_tx.clone(), driver);
+    stages.spawn("actions", actions.run());
 
-    let limits = Limits {
-        max_operations: config.rules.max_operations,
-        timeout: config.rules.timeout,
-        max_string_size: 4 * config.mqtt.max_packet_size,
-    };
     let services = Services {
         reader,
         runtime: tokio::runtime::Handle::current(),
     };
-    let mut rules = RuleSet::new(limits, Some(services), persisted, Clock::Wall, config.location);
-    rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relay_start);
+    let rules = RuleSet::for_engine(&config, services, persisted, relay_start);
     let (ready_tx, ready_rx) = oneshot::channel();
-    let worker = RuleWorker {
-        rules_dir: config.rules.dir.clone(),
+    let worker = RuleWorker::new(
+        config.rules.dir.clone(),
         rules,
-        input: rules_rx,
-        output: outputs_tx,
-        records: records_tx,
-        pending: Vec::new(),
-        ready: Some(ready_tx),
-    };
+        rules_rx,
+        actions_tx,
+        records_tx,
+        ready_tx,
+    );
     stages.spawn_thread("rules", move || {
         crate::os::thread_policy::batch_current_thread();
         worker.run()
@@ -203,13 +152,8 @@ async fn run_engine(
 
     stages.spawn("ingest", Ingest::new(store.clone(), acker, ingest_rx).run());
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
-    let housekeeping = Housekeeping {
-        store: store.clone(),
-        retention: config.database.retention.clone(),
-        rule_runs_keep: config.database.rule_runs_keep,
-    };
+    let housekeeping = Housekeeping::new(store.clone(), &config.database);
     stages.spawn("housekeeping", housekeeping.run(shutdown.clone()));
-
     if let Some(metrics) = metrics {
         stages.spawn("metrics", metrics.run(shutdown.clone()));
     }

@@ -66,6 +66,15 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
+    /// Housekeeping of `store` as `database` configures it.
+    pub fn new(store: Store, database: &config::DatabaseConfig) -> Housekeeping {
+        Housekeeping {
+            store,
+            retention: database.retention.clone(),
+            rule_runs_keep: database.rule_runs_keep,
+        }
+    }
+
     /// Purges after [`FIRST_PURGE_DELAY`] and then every [`PURGE_INTERVAL`] until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         if !self.retention.is_empty() {

@@ -24,14 +24,14 @@ pub const MAX_BATCH: usize = 4_000;
 /// acknowledgements) assumed until a larger one is seen. MQTT 3.1.1 has no way to ask the broker.
 pub const ASSUMED_WINDOW: usize = 1_000;
 
-/// Fewest messages awaiting an acknowledgement that a batch may be closed for (see [`Ingest::window`]).
+/// Fewest messages awaiting an acknowledgement that a batch may be closed for (see `Ingest::window`).
 pub const MIN_UNACKED_PER_BATCH: usize = ASSUMED_WINDOW / 2;
 
 /// Longest a received message waits for its batch to fill before it is committed (and acknowledged).
 pub const MAX_BATCH_AGE: Duration = Duration::from_millis(50);
 
 /// How often a batch being filled looks for more messages; a tick in which none came closes it early
-/// (see [`fill`]).
+/// (see `Ingest::fill`).
 pub const GATHER_TICK: Duration = Duration::from_millis(1);
 
 /// Messages between the subscriber and ingest: two batches, so the stream keeps coming while one
@@ -58,7 +58,7 @@ pub struct Ingest {
     /// broker idle during every commit; a batch of half of it lets the broker send the other half
     /// meanwhile. So a batch closes at half the window (at least [`MIN_UNACKED_PER_BATCH`], at most
     /// [`MAX_BATCH`]). With Mosquitto's default window of 20 the batches close earlier, when the stream
-    /// pauses; with the 10,000 the README recommends they hold 4,000, as at QoS 0, and commit an
+    /// pauses; with the 10,000 `docs/durability.md` recommends they hold 4,000, as at QoS 0, and commit an
     /// eighth as often as half of a 1,000 window did.
     ///
     /// The estimate only grows. Mosquitto sends a reconnecting client its backlog past its window,
@@ -176,7 +176,7 @@ impl Ingest {
     }
 }
 
-/// Most messages awaiting an acknowledgement in one batch, for a broker `window` (see [`Ingest::window`]).
+/// Most messages awaiting an acknowledgement in one batch, for a broker `window` (see `Ingest::window`).
 fn unacked_cap(window: usize) -> usize {
     (window / 2).clamp(MIN_UNACKED_PER_BATCH, MAX_BATCH)
 }

@@ -37,6 +37,9 @@
 //! - [`logging`]: log lines for a terminal, the systemd journal, or tools (JSON).
 //! - [`cli`]: the command line.
 
+// Nothing a user or the network can influence may panic the engine; tests may unwrap freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod actions;
 pub mod app;
 pub mod broker;

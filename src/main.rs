@@ -1,5 +1,7 @@
 //! The `homewright` binary: parse the command line, set up logging, run, exit with its code.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

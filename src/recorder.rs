@@ -41,6 +41,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// The recorder writing to `store` what arrives on `input`.
+    pub fn new(store: Store, input: mpsc::Receiver<Vec<Output>>) -> Recorder {
+        Recorder { store, input }
+    }
+
     /// Batches and writes until the input closes.
     pub async fn run(mut self) {
         let mut open = true;

@@ -171,7 +171,7 @@ async fn a_locked_database_stalls_ingest_and_it_resumes_when_the_lock_is_release
     eprintln!("locked database: {line}");
 }
 
-/// Regression (issue 6): after SQLITE_FULL, sqlx's transaction bookkeeping could turn the next commit into
+/// Regression: after SQLITE_FULL, sqlx's transaction bookkeeping could turn the next commit into
 /// the release of a savepoint inside a transaction that was never committed; the batch was acknowledged
 /// and lost when the engine stopped (half the runs of this test, before `store::discard_on_error`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,8 @@ fn init_refuses_to_overwrite_and_writes_nothing() {
     assert!(!dir.path().join("rules").exists(), "no rules directory was made");
 }
 
-/// Until `homewright test` exists (issue 5), the example rule's scenario runs here on a real broker.
+/// The example rule's scenario also runs here, on a real broker (`homewright test` plays it on virtual
+/// time).
 #[tokio::test]
 async fn the_example_rule_warns_once_per_warm_spell() {
     let rule = include_str!("../rules/too_warm.rhai");

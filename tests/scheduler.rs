@@ -376,6 +376,27 @@ fn a_catch_up_trigger_that_never_fired_is_still_caught_up_after_an_outage() {
 }
 
 #[test]
+fn missed_catch_up_triggers_run_oldest_first_so_the_latest_decides_the_state() {
+    // Registered "off" first: in registration order the older "on" would run last and win.
+    let home = Home::with_rule(
+        r#"cron("0 0 7 * * *", #{ catch_up: true }, || store_set("night", false));
+           cron("0 0 22 * * *", #{ catch_up: true }, || store_set("night", true));
+           every("30m", #{ catch_up: true }, || store_set("tick", now()));"#,
+    );
+    let start = local(ams(), (2026, 5, 4), (12, 0));
+    let mut sim = home.start(amsterdam(), start);
+    sim.advance(9 * HOUR).unwrap(); // 21:00, before either cron fired
+    sim.stop();
+
+    // Down from 21:00 until 08:10 the next day: 22:00 and 07:00 both missed.
+    let restart = local(ams(), (2026, 5, 5), (8, 10));
+    let sim = home.start(amsterdam(), restart);
+    assert_eq!(sim.stored("night"), Some(serde_json::json!(false)));
+    let late: Vec<&str> = sim.runs().iter().filter(|r| r.late).map(|r| r.trigger).collect();
+    assert_eq!(late.len(), 3, "each missed trigger once: {late:?}");
+}
+
+#[test]
 fn a_pending_timer_whose_closure_was_edited_is_dropped_at_reload_not_failed_later() {
     use homewright::event::{Event, Output};
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ mod relays;
 mod reload;
 mod retention;
 mod rule_safety;
+mod rules_md;
 mod scenarios;
 mod scheduler;
 mod security;

@@ -37,8 +37,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// More connections than a house has devices; beyond it the broker refuses new ones (and keeps serving
 /// the others).
 const MAX_CLIENTS: usize = 1_000;
-/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: our ingest commits up
-/// to 500 per batch, so a window this size keeps the pipe full.
+/// Unacknowledged QoS 1/2 messages the broker sends one client before waiting: ingest commits half of
+/// the window it sees per batch (see `ingest::ASSUMED_WINDOW`), so a window this size keeps the pipe
+/// full while a commit runs, without unbounded buffering.
 const MAX_INFLIGHT: u16 = 1_000;
 /// Restarts allowed within [`FAILURE_WINDOW`] before the supervisor gives up.
 const MAX_FAILURES: usize = 5;

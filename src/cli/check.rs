@@ -24,11 +24,7 @@ pub fn check(config_path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCod
             return Ok(ExitCode::FAILURE);
         }
     };
-    let limits = Limits {
-        max_operations: config.rules.max_operations,
-        timeout: config.rules.timeout,
-        max_string_size: 4 * config.mqtt.max_packet_size,
-    };
+    let limits = Limits::of(&config);
     let mut rules = RuleSet::new(limits, None, Default::default(), Clock::Wall, config.location);
     let relays = RelayModel::start_states(&config.gpio, &Default::default(), 0);
     rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);

@@ -106,8 +106,8 @@ pub enum Command {
     Relay {
         /// The relay's name in gpio.relays.
         name: String,
-        /// on, off or toggle.
-        #[arg(value_enum)]
+        /// on, off or toggle (any case: ON and On too).
+        #[arg(value_enum, ignore_case = true)]
         command: relay::Command,
         /// Config file.
         #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
@@ -147,6 +147,39 @@ pub enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+}
+
+/// The history file a command reads: `--db` when given, else `database.path` of `config` (or, when the
+/// command has not loaded it, of the config file at `config_path`). Commands that read the history give
+/// `--db` the same meaning everywhere.
+pub(crate) fn history_path(
+    db: Option<&std::path::Path>,
+    config: Option<&crate::config::Config>,
+    config_path: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+
+    if let Some(db) = db {
+        return Ok(db.to_path_buf());
+    }
+    if let Some(config) = config {
+        return Ok(config.database.path.clone());
+    }
+    Ok(crate::config::load(config_path)
+        .context("cannot find the database (pass --db PATH, or -c FILE for its config)")?
+        .database
+        .path)
+}
+
+/// A time argument (`--since`, `--until`): a date, a date and time, RFC 3339, or a duration meaning
+/// that long before `now`, local to `zone`; an error names the flag.
+pub(crate) fn time_arg(
+    flag: &str,
+    text: &str,
+    zone: &crate::scheduler::Zone,
+    now: i64,
+) -> anyhow::Result<i64> {
+    crate::scheduler::when::parse_since(text, zone, now).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 /// Runs the parsed command line and returns the process's exit code.

@@ -11,7 +11,6 @@ use crate::config;
 use crate::event::now_millis;
 use crate::plot::{self, Series, Spec, chart, terminal};
 use crate::scheduler::Zone;
-use crate::scheduler::when::parse_since;
 use crate::store::HistoryReader;
 
 /// What `plot` was asked for.
@@ -32,24 +31,16 @@ pub fn plot(args: PlotArgs<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         .as_ref()
         .map_or_else(|_| Zone::system(), |c| c.location.timezone.clone());
     let now = now_millis();
-    let from = parse_since(args.since, &zone, now).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let from = super::time_arg("--since", args.since, &zone, now)?;
     let to = match args.until {
-        Some(until) => parse_since(until, &zone, now).map_err(|e| anyhow::anyhow!("--until: {e}"))?,
+        Some(until) => super::time_arg("--until", until, &zone, now)?,
         None => now,
     };
     anyhow::ensure!(from < to, "--since must be before --until (or before now)");
     if let Some(path) = args.out {
         chart::Format::for_path(path).map_err(anyhow::Error::msg)?;
     }
-    let db = match args.db {
-        Some(path) => path.to_path_buf(),
-        None => {
-            config
-                .context("cannot find the database (pass --db PATH, or -c FILE for its config)")?
-                .database
-                .path
-        }
-    };
+    let db = super::history_path(args.db, config.as_ref().ok(), args.config)?;
     let series = load(&db, &spec, from, to)?;
     if series.points.is_empty() {
         anyhow::bail!(

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::format::{Format, write_result};
-use crate::config;
 use crate::store::HistoryReader;
 use crate::store::query::QueryError;
 
@@ -29,15 +28,7 @@ pub fn query(
     timeout: Duration,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    let path = match db {
-        Some(path) => path.to_path_buf(),
-        None => {
-            config::load(config_path)
-                .context("cannot find the database (pass --db PATH, or -c FILE for its config)")?
-                .database
-                .path
-        }
-    };
+    let path = super::history_path(db, None, config_path)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -13,13 +13,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::format::Format;
 use crate::config::{self, Config};
 use crate::event::{Action, Output, now_millis};
-use crate::rules::{Limits, rule_files};
-use crate::scheduler::when::{format_local, parse_since};
+use crate::rules::rule_files;
+use crate::scheduler::when::format_local;
 use crate::sim::{Options, RuleSource, Simulation};
 use crate::store::HistoryReader;
-
-/// Messages read from the history at a time: bounded memory on any history size.
-const PAGE: i64 = 5_000;
 
 /// What to replay.
 pub struct Replay<'a> {
@@ -35,20 +32,13 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let config = config::load(args.config)?;
     let zone = config.location.timezone.clone();
     let now = now_millis();
-    let since = parse_since(args.since, &zone, now)
-        .map_err(anyhow::Error::msg)
-        .context("--since")?;
+    let since = super::time_arg("--since", args.since, &zone, now)?;
     let until = match args.until {
-        Some(until) => parse_since(until, &zone, now)
-            .map_err(anyhow::Error::msg)
-            .context("--until")?,
+        Some(until) => super::time_arg("--until", until, &zone, now)?,
         None => now,
     };
     let files = chosen_rules(&config, args.rules)?;
-    let db = args
-        .db
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| config.database.path.clone());
+    let db = super::history_path(args.db, Some(&config), args.config)?;
     let reading = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -56,18 +46,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let total = reading.block_on(reader.count_messages(since, until))?;
 
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
-    let limits = Limits {
-        max_operations: config.rules.max_operations,
-        timeout: config.rules.timeout,
-        max_string_size: 4 * config.mqtt.max_packet_size,
-    };
-    let options = Options {
-        location: config.location,
-        limits,
-        gpio: config.gpio.clone(),
-        base_topic: config.mqtt.base_topic.clone(),
-        scratch: true,
-    };
+    let options = Options::of(&config, true);
     let mut sim = Simulation::start_with(
         &scratch.path().join("replay.db"),
         RuleSource::Files(&files),
@@ -86,20 +65,19 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         zone: zone.clone(),
         actions: 0,
     };
-    printer.print(sim.take_outputs())?;
-    let mut after_id = reading.block_on(reader.id_before(since))?;
-    loop {
-        let page = reading.block_on(reader.messages_page(since, until, after_id, PAGE))?;
-        let Some((last_id, _)) = page.last() else { break };
-        after_id = *last_id;
-        for (_, message) in page {
-            sim.deliver(message)?;
-            printer.print(sim.take_outputs())?;
-            progress.inc(1);
-        }
-    }
-    sim.advance_to(until.min(now))?;
-    printer.print(sim.take_outputs())?;
+    crate::sim::replay::replay(
+        &mut sim,
+        &reader,
+        &reading,
+        (since, until, until.min(now)),
+        |outputs, message| -> anyhow::Result<()> {
+            printer.print(outputs)?;
+            if message {
+                progress.inc(1);
+            }
+            Ok(())
+        },
+    )?;
     progress.finish_and_clear();
     eprintln!(
         "replayed {total} messages from {} to {}: {} actions (nothing was performed)",

@@ -13,7 +13,7 @@ use crate::{app, config};
 /// and the two threads that do the heavy work (the rule thread and SQLite's), and they idle between
 /// bursts. With a second worker, every task woken from outside (by the network, a timer, the rule
 /// thread) also woke the idle worker to look for work: a futex call and a context switch each, on the
-/// cores the broker needs. Measured with `cargo bench --bench engine -- ingest` (issue 7): one worker
+/// cores the broker needs. Measured with `cargo bench --bench engine -- ingest`: one worker
 /// takes about a sixth less CPU per message at QoS 1 and stores QoS 0 as fast as a bare subscriber
 /// receives.
 const WORKER_THREADS: usize = 1;
@@ -36,7 +36,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 /// history writer: the worker wakes for every packet the broker sends, and as an ordinary thread each
 /// wake-up could preempt the broker, which then ran in short slices between them. As a batch thread
 /// it runs when a core is free or at the broker's next time slice, and reads what has arrived by then.
-/// Measured (issue 7): flipping the worker's policy with `chrt` during one `-- soak` cut Mosquitto's
+/// Measured: flipping the worker's policy with `chrt` during one `-- soak` cut Mosquitto's
 /// involuntary context switches from about 4,000 to 1,300 a second at QoS 0; over 20 `-- ingest` runs
 /// of each build, taken in turn, the engine used 6% less CPU per message at QoS 0 (6.7 -> 6.3 us) and
 /// about the same at QoS 1, and `-- quick` showed the same latency at 1,000 and 5,000 msg/s.

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config;
-use crate::rules::Limits;
 use crate::sim::Options;
 use crate::sim::scenario::run_scenario;
 
@@ -20,17 +19,7 @@ pub fn test(config_path: &Path, paths: &[PathBuf], out: &mut impl Write) -> anyh
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let options = Options {
-        location: config.location,
-        limits: Limits {
-            max_operations: config.rules.max_operations,
-            timeout: config.rules.timeout,
-            max_string_size: 4 * config.mqtt.max_packet_size,
-        },
-        gpio: config.gpio.clone(),
-        base_topic: config.mqtt.base_topic.clone(),
-        scratch: true,
-    };
+    let options = Options::of(&config, true);
     let mut failed = 0;
     for file in &files {
         let outcome = run_scenario(file, &config.rules.dir, &options);

@@ -6,13 +6,11 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::format::{Format, write_result};
 use crate::config;
 use crate::event::now_millis;
 use crate::scheduler::Zone;
-use crate::scheduler::when::{format_local, parse_since};
+use crate::scheduler::when::format_local;
 use crate::store::{HistoryReader, QueryResult, SqlValue};
 
 const RUNS: &str = "\
@@ -51,13 +49,8 @@ fn local_times(mut result: QueryResult, zone: &Zone) -> QueryResult {
 
 pub fn why(args: Why<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = config::load(args.config)?;
-    let since = parse_since(args.since, &config.location.timezone, now_millis())
-        .map_err(anyhow::Error::msg)
-        .context("--since")?;
-    let db = args
-        .db
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| config.database.path.clone());
+    let since = super::time_arg("--since", args.since, &config.location.timezone, now_millis())?;
+    let db = super::history_path(args.db, Some(&config), args.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

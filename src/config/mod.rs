@@ -1,5 +1,5 @@
 //! Configuration: `homewright.yaml` read into a raw serde mirror ([`raw`]), then validated into the typed
-//! [`Config`] the rest of the engine uses ([`validate`]). Every problem is reported at once, each with
+//! [`Config`] the rest of the engine uses (`validate`). Every problem is reported at once, each with
 //! the key it belongs to and its line, and secrets never reach a log or an error.
 
 pub mod gpio;

@@ -1,7 +1,7 @@
 //! The `/metrics` endpoint: a minimal HTTP/1.1 responder on a tokio `TcpListener`. One request per
 //! connection, answered and closed; connections are served one at a time, because a Prometheus
 //! server scrapes every few seconds and a full HTTP stack would outweigh the rest of the engine on a
-//! Pi. A client that does not send its request within [`REQUEST_TIMEOUT`] is dropped, so a stuck one
+//! Pi. A client that does not send its request within `REQUEST_TIMEOUT` is dropped, so a stuck one
 //! delays the next scrape by at most that.
 
 use std::net::SocketAddr;

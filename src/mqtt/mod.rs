@@ -53,7 +53,8 @@ fn options(config: &MqttConfig, client_id: String) -> Result<MqttOptions, TlsErr
 }
 
 /// Network options: Nagle off, since one message in and one out per rule run is the common case, and
-/// Nagle plus delayed ACKs adds milliseconds to each (CRATES.md).
+/// Nagle plus delayed ACKs adds milliseconds to each (the small packet waits for the ACK of the
+/// previous one, which the peer delays hoping to piggyback it).
 fn network_options() -> NetworkOptions {
     let mut network = NetworkOptions::new();
     network.set_tcp_nodelay(true);

@@ -7,7 +7,7 @@
 //! # The outbox
 //!
 //! rumqttc keeps unacknowledged publishes only in memory, and drops them when the broker answers a
-//! reconnect without our session (CRATES.md section 1). So publishes that cannot be handed over go to a
+//! reconnect without our session (`session_present: false` clears its `pending`). So publishes that cannot be handed over go to a
 //! table of our own ([`crate::store::outbox`]), which survives an outage and a restart:
 //!
 //! - While the connection is up and the outbox is empty (the route is *live*), a publish goes straight

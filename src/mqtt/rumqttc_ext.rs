@@ -96,3 +96,208 @@ pub async fn write_direct(
         Err(_) => Err(DirectWriteError::TimedOut(timeout)),
     }
 }
+
+/// The tests' Mosquitto, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/mosquitto.rs"]
+#[allow(dead_code)]
+mod mosquitto;
+
+/// A port nothing listens on, for the tests' Mosquitto.
+#[cfg(test)]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One test per assumption, each against a real Mosquitto: an upgrade of rumqttc that changes one of
+/// them fails here, not in a home's lost publishes.
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, PubAck, PubRec, QoS};
+
+    use super::mosquitto::Mosquitto;
+    use super::*;
+
+    fn client(port: u16, id: &str, manual_acks: bool) -> (AsyncClient, EventLoop) {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_clean_session(false).set_manual_acks(manual_acks);
+        AsyncClient::new(options, 10)
+    }
+
+    async fn next(eventloop: &mut EventLoop) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), eventloop.poll())
+            .await
+            .expect("an event within 5 s")
+            .expect("a working connection")
+    }
+
+    async fn until(eventloop: &mut EventLoop, wanted: impl Fn(&Event) -> bool) -> Event {
+        loop {
+            let event = next(eventloop).await;
+            if wanted(&event) {
+                return event;
+            }
+        }
+    }
+
+    fn is_connack(event: &Event) -> bool {
+        matches!(event, Event::Incoming(Packet::ConnAck(_)))
+    }
+
+    /// Why [`forget_unpolled_events`] exists: events left in `state.events` when a connection fails
+    /// are returned after the next ConnAck (with the old connection's packet ids).
+    #[tokio::test]
+    async fn unpolled_events_outlive_a_reconnect_unless_forgotten() {
+        let Some(broker) = Mosquitto::start().await else {
+            return;
+        };
+        let (_client, mut eventloop) = client(broker.port, "ext-events", false);
+        until(&mut eventloop, is_connack).await;
+        let stale = Event::Incoming(Packet::PingResp);
+
+        eventloop.state.events.push_back(stale.clone());
+        eventloop.clean(); // what a failed poll does
+        assert!(is_connack(&next(&mut eventloop).await));
+        assert_eq!(next(&mut eventloop).await, stale, "the stale event comes back");
+
+        eventloop.state.events.push_back(stale.clone());
+        eventloop.clean();
+        forget_unpolled_events(&mut eventloop);
+        assert!(is_connack(&next(&mut eventloop).await));
+        let after = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+        assert!(
+            !matches!(&after, Ok(Ok(event)) if *event == stale),
+            "forgotten, yet returned: {after:?}"
+        );
+    }
+
+    /// [`take_pending`] and [`same_publish`]: a publish written but not acknowledged when the
+    /// connection fails is in `pending`, with the very payload it was given. [`requeue`]: `pending` is
+    /// written before the request channel after a reconnect.
+    #[tokio::test]
+    async fn pending_keeps_our_unacknowledged_publish_and_goes_first_after_a_reconnect() {
+        let Some(broker) = Mosquitto::start().await else {
+            return;
+        };
+        let (client, mut eventloop) = client(broker.port, "ext-pending", false);
+        until(&mut eventloop, is_connack).await;
+        let payload = Bytes::from(vec![b'x'; 64]);
+        let ours = Publish::from_bytes("t/a", QoS::AtLeastOnce, payload.clone());
+        client
+            .publish_bytes("t/a", QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .expect("queued");
+        until(&mut eventloop, |e| {
+            matches!(e, Event::Outgoing(Outgoing::Publish(_)))
+        })
+        .await;
+        eventloop.clean(); // the connection fails before the PUBACK is read
+
+        let pending = take_pending(&mut eventloop);
+        assert!(eventloop.pending.is_empty());
+        let returned: Vec<&Publish> = pending
+            .iter()
+            .filter_map(|r| match r {
+                Request::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(returned.len(), 1, "{pending:?}");
+        assert!(same_publish(&ours, returned[0]), "the same payload allocation");
+        let copy = Publish::from_bytes("t/a", QoS::AtLeastOnce, Bytes::copy_from_slice(&payload));
+        assert!(
+            !same_publish(&copy, returned[0]),
+            "an equal copy is another publish"
+        );
+
+        assert!(is_connack(&next(&mut eventloop).await));
+        requeue(&mut eventloop, pending);
+        client
+            .publish("t/b", QoS::AtLeastOnce, false, "b")
+            .await
+            .expect("queued");
+        until(&mut eventloop, |e| {
+            matches!(e, Event::Outgoing(Outgoing::Publish(_)))
+        })
+        .await;
+        assert!(
+            eventloop.pending.is_empty(),
+            "the requeued publish is written before the channel's"
+        );
+    }
+
+    /// [`write_direct`]: acknowledgements written past rumqttc's state reach the broker, and rumqttc
+    /// still completes QoS 2 (the PUBREL is checked against the id recorded at the publish).
+    #[tokio::test]
+    async fn acknowledgements_written_directly_reach_the_broker_and_complete_qos_2() {
+        let Some(broker) = Mosquitto::start().await else {
+            return;
+        };
+        let (_idle, mut unconnected) = client(broker.port, "ext-unconnected", true);
+        assert!(matches!(
+            write_direct(&mut unconnected, std::iter::empty()).await,
+            Err(DirectWriteError::NotConnected)
+        ));
+
+        let (subscriber, mut inbox) = client(broker.port, "ext-acks", true);
+        until(&mut inbox, is_connack).await;
+        subscriber
+            .subscribe("t/#", QoS::ExactlyOnce)
+            .await
+            .expect("queued");
+        until(&mut inbox, |e| matches!(e, Event::Incoming(Packet::SubAck(_)))).await;
+        let (publisher, mut outbox) = client(broker.port, "ext-sender", false);
+        let sending = tokio::spawn(async move { while outbox.poll().await.is_ok() {} });
+        publisher
+            .publish("t/1", QoS::AtLeastOnce, false, "one")
+            .await
+            .expect("queued");
+        publisher
+            .publish("t/2", QoS::ExactlyOnce, false, "two")
+            .await
+            .expect("queued");
+
+        for _ in 0..2 {
+            let Event::Incoming(Packet::Publish(publish)) =
+                until(&mut inbox, |e| matches!(e, Event::Incoming(Packet::Publish(_)))).await
+            else {
+                unreachable!()
+            };
+            let ack = match publish.qos {
+                QoS::ExactlyOnce => Packet::PubRec(PubRec::new(publish.pkid)),
+                _ => Packet::PubAck(PubAck::new(publish.pkid)),
+            };
+            write_direct(&mut inbox, std::iter::once(ack))
+                .await
+                .expect("written");
+            if publish.qos == QoS::ExactlyOnce {
+                let pkid = publish.pkid;
+                until(
+                    &mut inbox,
+                    |e| matches!(e, Event::Incoming(Packet::PubRel(r)) if r.pkid == pkid),
+                )
+                .await;
+                assert_eq!(
+                    next(&mut inbox).await,
+                    Event::Outgoing(Outgoing::PubComp(pkid)),
+                    "rumqttc answers the PUBREL of a message acknowledged past its state"
+                );
+            }
+        }
+        sending.abort();
+
+        // The broker took both acknowledgements: a new connection of the same session gets nothing again.
+        drop(inbox);
+        let (_again, mut inbox) = client(broker.port, "ext-acks", true);
+        until(&mut inbox, is_connack).await;
+        let redelivered = tokio::time::timeout(Duration::from_millis(700), async {
+            until(&mut inbox, |e| matches!(e, Event::Incoming(Packet::Publish(_)))).await
+        })
+        .await;
+        assert!(redelivered.is_err(), "redelivered: {redelivered:?}");
+    }
+}

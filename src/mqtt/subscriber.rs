@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - The task that polls the event loop polls, forwards and writes acknowledgements; it never awaits a
-//!   request into the client, so it cannot deadlock on its own bounded channel (CRATES.md section 1).
+//!   request into the client, so it cannot deadlock on its own bounded channel (rumqttc only drains that channel while it is
+//!   polled, so a poller that waits on it waits on itself).
 //! - QoS 1/2 messages are acknowledged only after ingest committed them; until then the broker keeps
 //!   them in our session and redelivers them if we go away.
 //! - Acknowledgements are written to the socket by this task, a committed batch at a time with one
@@ -105,7 +106,7 @@ impl Subscriber {
         let mut mqtt_options = options(config, config.client_id.clone())?;
         // rumqttc drops the connection on an incoming packet above its limit, without a chance to
         // acknowledge it; the broker then redelivers it on every reconnect and ingest stalls behind it
-        // for good (CRATES.md section 1). So take anything the protocol allows and refuse oversize
+        // for good. So take anything the protocol allows and refuse oversize
         // messages ourselves.
         mqtt_options
             .set_manual_acks(true)

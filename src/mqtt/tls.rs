@@ -1,4 +1,4 @@
-//! TLS to the broker with rustls and the `ring` provider (CRATES.md section 1: rumqttc's own rustls
+//! TLS to the broker with rustls and the `ring` provider (rumqttc's own rustls
 //! features would also build aws-lc, and with both providers in the graph rustls cannot pick one).
 //! The PEM files were read when the config was loaded; here they are parsed into a client config.
 

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use super::discovery;
 use super::model::{Cause, Op, RelayModel, RelayState};
 use crate::config::gpio::GpioConfig;
+use crate::config::{Config, MqttConfig};
 use crate::event::{Action, Message, Output};
 use crate::rules::RuleSet;
 use crate::scheduler::Due;
@@ -53,26 +54,51 @@ impl RuleSet {
         for (name, at) in model.deadlines() {
             self.host.schedule(at, Due::Relay { name: name.into() });
         }
-        if model.config().homeassistant_discovery {
+        let discovery = model.config().homeassistant_discovery;
+        let mut retained = |topic: String, payload: Bytes, rule: &str| {
+            let action = Action::Publish {
+                topic,
+                payload,
+                qos: 1,
+                retain: true,
+            };
+            outputs.push(Output::Action {
+                rule: rule.into(),
+                ts: now,
+                action,
+            });
+        };
+        if discovery {
             for relay in &model.config().relays {
                 let (topic, payload) = discovery::config(&self.base_topic, &relay.name);
-                let action = Action::Publish {
-                    topic,
-                    payload,
-                    qos: 1,
-                    retain: true,
-                };
-                outputs.push(Output::Action {
-                    rule: "homeassistant".into(),
-                    ts: now,
-                    action,
-                });
+                retained(topic, payload, "homeassistant");
+            }
+        }
+        // A relay removed from the config leaves its retained state (and discovery config) on the
+        // broker, and Home Assistant a ghost switch: an empty retained message deletes both.
+        let mut gone: Vec<&String> = self
+            .persisted
+            .relays
+            .keys()
+            .filter(|name| model.relay(name).is_none())
+            .collect();
+        gone.sort();
+        for name in gone {
+            info!(relay = %name, "no longer in gpio.relays: its retained state is cleared on the broker");
+            retained(format!("{}/relay/{name}", self.base_topic), Bytes::new(), "");
+            if discovery {
+                retained(
+                    discovery::topic(&self.base_topic, name),
+                    Bytes::new(),
+                    "homeassistant",
+                );
             }
         }
     }
 
-    /// A command on a relay's set topic (`ON`, `OFF`, `TOGGLE`, any case); returns whether `message` was
-    /// one (rules still see it as any other message).
+    /// A command on a relay's set topic: `ON`, `OFF`, `TOGGLE` (any case), or JSON
+    /// `{"state": "ON", "expires": <unix ms>}` as `homewright relay` sends it. Rules still see it as any
+    /// other message.
     pub(crate) fn relay_command(&self, message: &Message, outputs: &mut Vec<Output>) {
         let base = &self.base_topic;
         // Checked on every message, so without building the prefixes each time.
@@ -90,19 +116,23 @@ impl RuleSet {
             warn!(topic = %message.topic, "no relay `{name}` in gpio.relays: command ignored");
             return;
         }
-        let command = String::from_utf8_lossy(&message.payload)
-            .trim()
-            .to_ascii_uppercase();
-        let op = match command.as_str() {
-            "ON" => Op::On,
-            "OFF" => Op::Off,
-            "TOGGLE" => Op::Toggle,
-            _ => {
-                warn!(topic = %message.topic, "`{}` is not a relay command (ON, OFF or TOGGLE): ignored", String::from_utf8_lossy(&message.payload));
-                return;
-            }
+        let Some(command) = RelayCommand::parse(&message.payload) else {
+            warn!(topic = %message.topic, "`{}` is not a relay command (ON, OFF or TOGGLE): ignored", String::from_utf8_lossy(&message.payload));
+            return;
         };
-        match self.host.switch_relay(name, op, cause) {
+        let now = self.clock.now();
+        if let Some(expires) = command.expires.filter(|at| *at < now) {
+            // The sender gave up waiting (the engine was down, the broker held the command for its
+            // session): switching now would surprise whoever was told it failed.
+            warn!(
+                topic = %message.topic,
+                "relay command {} expired {:.1} s ago (its sender stopped waiting for an answer): ignored",
+                String::from_utf8_lossy(&message.payload),
+                (now - expires) as f64 / 1000.0
+            );
+            return;
+        }
+        match self.host.switch_relay(name, command.op, cause) {
             Ok(on) => {
                 let produced = self.host.drain_outputs();
                 let changed = produced.iter().any(|o| matches!(o, Output::Action { .. }));
@@ -118,12 +148,26 @@ impl RuleSet {
                     };
                     outputs.push(Output::Action {
                         rule: "".into(),
-                        ts: self.clock.now(),
+                        ts: now,
                         action,
                     });
                 }
             }
-            Err(refused) => warn!(topic = %message.topic, "{refused}"),
+            Err(refused) => {
+                warn!(topic = %message.topic, "{refused}");
+                // The sender (`homewright relay`) waits for an answer: tell it why nothing changed.
+                let action = Action::Publish {
+                    topic: format!("{base}/relay/{name}/refused"),
+                    payload: Bytes::from(refused),
+                    qos: 1,
+                    retain: false,
+                };
+                outputs.push(Output::Action {
+                    rule: "".into(),
+                    ts: now,
+                    action,
+                });
+            }
         }
     }
 
@@ -144,8 +188,97 @@ impl RuleSet {
     }
 }
 
+/// A command for a relay, as received.
+#[derive(Debug, PartialEq, Eq)]
+struct RelayCommand {
+    op: Op,
+    /// When the sender stops waiting (unix ms): a command received later is ignored.
+    expires: Option<i64>,
+}
+
+impl RelayCommand {
+    fn parse(payload: &[u8]) -> Option<RelayCommand> {
+        let text = std::str::from_utf8(payload).ok()?.trim();
+        if text.starts_with('{') {
+            #[derive(serde::Deserialize)]
+            struct Json {
+                state: String,
+                expires: Option<i64>,
+            }
+            let json: Json = serde_json::from_str(text).ok()?;
+            return Some(RelayCommand {
+                op: op_of(&json.state)?,
+                expires: json.expires,
+            });
+        }
+        Some(RelayCommand {
+            op: op_of(text)?,
+            expires: None,
+        })
+    }
+}
+
+fn op_of(word: &str) -> Option<Op> {
+    match word.trim().to_ascii_uppercase().as_str() {
+        "ON" => Some(Op::On),
+        "OFF" => Some(Op::Off),
+        "TOGGLE" => Some(Op::Toggle),
+        _ => None,
+    }
+}
+
 /// The relay name in `<prefix><name>/set`.
 fn relay_of<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
     let name = topic.strip_prefix(prefix)?.strip_suffix("/set")?;
     (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+/// `config.mqtt`, subscribed to the relays' command topics too when `mqtt.subscribe` does not cover
+/// them (added as their own filters only then: a second, overlapping subscription makes some brokers
+/// deliver twice). The validated config itself is left as the owner wrote it.
+pub fn with_command_topics(config: &Config) -> MqttConfig {
+    let mut mqtt = config.mqtt.clone();
+    if config.gpio.relays.is_empty() {
+        return mqtt;
+    }
+    let base = &config.mqtt.base_topic;
+    for (sample, filter) in [
+        (format!("{base}/relay/x/set"), format!("{base}/relay/+/set")),
+        (
+            format!("{base}/cli/relay/x/set"),
+            format!("{base}/cli/relay/+/set"),
+        ),
+    ] {
+        if !mqtt
+            .subscribe
+            .iter()
+            .any(|f| crate::mqtt::topic::matches(&sample, f))
+        {
+            mqtt.subscribe.push(filter);
+        }
+    }
+    mqtt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_json_commands_parse_and_others_do_not() {
+        let parse = |text: &str| RelayCommand::parse(text.as_bytes());
+        assert_eq!(parse(" on\n").map(|c| c.op), Some(Op::On));
+        assert_eq!(parse("Toggle").map(|c| c.op), Some(Op::Toggle));
+        assert_eq!(
+            parse(r#"{"state":"OFF","expires":12}"#),
+            Some(RelayCommand {
+                op: Op::Off,
+                expires: Some(12)
+            })
+        );
+        assert_eq!(parse(r#"{"state":"On"}"#).map(|c| c.expires), Some(None));
+        for bad in ["explode", "", r#"{"state":"up"}"#, r#"{"expires":1}"#, "{oops"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::config::gpio::{GpioConfig, OnStop};
 use crate::relays::RelayBackend;
 
@@ -18,6 +19,16 @@ pub struct RelayDriver {
 }
 
 impl RelayDriver {
+    /// The driver of `config`'s relays through `backend`, whose pins are at `levels` (relay name -> on).
+    pub fn new(backend: Arc<dyn RelayBackend>, config: &Config, levels: HashMap<String, bool>) -> Self {
+        RelayDriver {
+            backend,
+            config: config.gpio.clone(),
+            state_prefix: format!("{}/relay/", config.mqtt.base_topic),
+            on: levels,
+        }
+    }
+
     /// Drives `name` on or off.
     pub fn drive(&mut self, name: &str, on: bool) -> Result<(), String> {
         let relay = self

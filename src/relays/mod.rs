@@ -3,7 +3,7 @@
 //! Two sides: the [`model`] lives on the rule thread and decides (interlocks, `on_for`, `max_on`), with
 //! the [`commands`] from MQTT and the start states handled there too, so rules see a relay's state at
 //! once and scenario tests need no hardware; Home Assistant [`discovery`] is published at start. On the
-//! actions stage, the [`driver`] drives the pins through a [`RelayBackend`]: [`rppal`](self::rppal) is
+//! actions stage, the [`driver`] drives the pins through a [`RelayBackend`]: [`rppal`] is
 //! the real one; [`simulated`] records every write with its time, for machines without a GPIO chip and
 //! for tests. The settings are in [`crate::config::gpio`].
 

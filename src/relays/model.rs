@@ -1,7 +1,7 @@
 //! What the relays should be doing, decided on the rule thread: interlocks, `on_for` and `max_on`
-//! deadlines, and commands from the set topics. Every decision becomes a [`Switch`] for the actions
-//! stage to drive and record, and a [`RelayState`] to persist (for `restore` and for pending
-//! `on_for` offs across a restart).
+//! deadlines, and commands from the set topics. Every decision becomes an [`Applied`] change: a relay
+//! [`Action`](crate::event::Action) for the actions stage to drive and record, and a [`RelayState`]
+//! to persist (for `restore` and for pending `on_for` offs across a restart).
 
 use std::collections::HashMap;
 
@@ -173,8 +173,11 @@ impl RelayModel {
             current
         };
         // An explicit on (or off, or a toggle) replaces a pending on_for: "on" means on until told
-        // otherwise, not "on until an earlier on_for runs out".
+        // otherwise, as a wall switch does, not "on until an earlier on_for runs out". For the same
+        // reason an on_for does not put a time limit on a relay that is already on without one: the
+        // light switched on by hand stays on when the motion rule asks for five minutes.
         state.off_due = match op {
+            Op::OnFor(_) if current.on && current.off_due.is_none() => None,
             Op::OnFor(duration) => Some(now + duration),
             Op::On | Op::Off | Op::Toggle => None,
         };
@@ -285,5 +288,14 @@ mod tests {
         model.apply("cooler", Op::On, 100).unwrap();
         assert_eq!(model.due("cooler", 300), None, "stays on");
         assert_eq!(model.state("cooler").map(|s| s.on), Some(true));
+        let again = model.apply("cooler", Op::OnFor(300), 200).unwrap();
+        assert_eq!(
+            again.state.off_due, None,
+            "an on_for does not limit an explicit on"
+        );
+        assert_eq!(model.due("cooler", 500), None);
+        model.apply("cooler", Op::Off, 600).unwrap();
+        let limited = model.apply("cooler", Op::OnFor(300), 700).unwrap();
+        assert_eq!(limited.state.off_due, Some(1_000));
     }
 }

@@ -1,6 +1,7 @@
 //! The real backend: rppal output pins. Reset-on-drop is turned off (dropping a pin would otherwise
 //! float the line and may switch the relay), and each pin is made an output at its start level in one
-//! step, so an active-low relay starts high and never clicks on at boot (CRATES.md section 4).
+//! step, so an active-low relay starts high and never clicks on at boot (setting
+//! the mode first and the level after would drive it low for a moment).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -27,7 +27,7 @@ impl Diagnostic {
     }
 
     /// From a runtime error: the position is that of the innermost failing expression, even when it
-    /// failed inside a closure (Rhai reports those as a call error without position, CRATES.md).
+    /// failed inside a closure (Rhai reports those as a call error whose own position is that of the call).
     pub fn from_eval(path: &Path, error: EvalAltResult) -> Self {
         let (position, message) = innermost(error);
         Diagnostic::at(path, position, message)

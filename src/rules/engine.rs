@@ -1,6 +1,6 @@
 //! The one place a Rhai engine is made, hardened the same way for `run`, `check` and tests: no module
 //! imports from disk, no `eval`, explicit limits (Rhai's own defaults differ between debug and release
-//! builds, CRATES.md section 3), output through `tracing`, and a wall-clock deadline per run.
+//! builds, so a rule tested in one could fail in the other), output through `tracing`, and a wall-clock deadline per run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,18 @@ pub struct Limits {
     pub timeout: Duration,
     /// Longest string a rule may build (at least the largest MQTT packet, so payloads fit).
     pub max_string_size: usize,
+}
+
+impl Limits {
+    /// The limits `config` sets: `rules.max_operations` and `rules.timeout`, and strings up to four
+    /// times `mqtt.max_packet_size` (a rule builds a payload from parts, and every message must fit).
+    pub fn of(config: &crate::config::Config) -> Limits {
+        Limits {
+            max_operations: config.rules.max_operations,
+            timeout: config.rules.timeout,
+            max_string_size: 4 * config.mqtt.max_packet_size,
+        }
+    }
 }
 
 /// The deadline of the run in progress, shared between the rule thread and the engine's progress

@@ -97,7 +97,7 @@ pub struct RuleSet {
     /// The previous message of each topic an `on_change` trigger watches.
     previous: foldhash::HashMap<Arc<str>, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
-    pub(super) persisted: Persisted,
+    pub(crate) persisted: Persisted,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
     routes: foldhash::HashMap<String, Arc<[(usize, usize)]>>,
 }
@@ -134,6 +134,25 @@ impl RuleSet {
             persisted,
             routes: Default::default(),
         }
+    }
+
+    /// The engine's rule set, as `config` sets it up, on the wall clock: `persisted` is what the last
+    /// run left in the database, `relays` each relay's start state.
+    pub fn for_engine(
+        config: &crate::config::Config,
+        services: Services,
+        persisted: Persisted,
+        relays: HashMap<String, crate::relays::model::RelayState>,
+    ) -> Self {
+        let mut rules = RuleSet::new(
+            Limits::of(config),
+            Some(services),
+            persisted,
+            Clock::Wall,
+            config.location.clone(),
+        );
+        rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);
+        rules
     }
 
     /// Loads every rule file of `dir`; returns the problems of those that could not be loaded.

@@ -13,7 +13,7 @@ use super::host::{OneShot, TriggerKind};
 use super::persist;
 use super::set::{Rule, RuleSet, RunKind};
 use crate::event::Output;
-use crate::scheduler::{Due, Recurrence};
+use crate::scheduler::{Due, Location, Recurrence};
 
 impl RuleSet {
     /// At start: `on_start` triggers, then persisted timers, then missed catch-up triggers.
@@ -97,15 +97,19 @@ impl RuleSet {
         }
     }
 
+    /// Runs each catch-up trigger that missed a firing, once, oldest missed firing first: two crons
+    /// that set and clear a flag, both missed, leave it as the later one would have.
     fn catch_up(&mut self, outputs: &mut Vec<Output>) {
         let now = self.clock.now();
         let runs = std::mem::take(&mut self.persisted.trigger_runs);
-        for rule in &self.rules {
+        let location = self.host.location();
+        let mut missed = Vec::new();
+        for (rule_index, rule) in self.rules.iter().enumerate() {
             for (index, trigger) in rule.triggers.iter().enumerate() {
                 let TriggerKind::Timed {
                     recurrence,
                     catch_up: true,
-                    name,
+                    ..
                 } = &trigger.kind
                 else {
                     continue;
@@ -120,25 +124,32 @@ impl RuleSet {
                     });
                     continue;
                 };
-                let missed = recurrence
-                    .next_after(*last, self.host.location())
-                    .is_some_and(|at| at <= now);
-                if missed {
-                    info!(rule = %rule.name, "{} was missed while the engine was down; running it once now", recurrence.describe());
-                    let run = RunKind {
-                        name,
-                        position: trigger.position,
-                        topic: None,
-                        late: true,
-                    };
-                    self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
-                    outputs.push(Output::TriggerRan {
-                        rule: Arc::clone(&rule.name),
-                        trigger: key,
-                        ts: now,
-                    });
+                if let Some(at) = latest_missed(recurrence, *last, now, location) {
+                    missed.push((at, rule_index, index));
                 }
             }
+        }
+        // Stable: triggers missed at the same instant keep the order they were registered in.
+        missed.sort_by_key(|(at, ..)| *at);
+        for (_, rule_index, index) in missed {
+            let rule = &self.rules[rule_index];
+            let trigger = &rule.triggers[index];
+            let TriggerKind::Timed { recurrence, name, .. } = &trigger.kind else {
+                continue;
+            };
+            info!(rule = %rule.name, "{} was missed while the engine was down; running it once now", recurrence.describe());
+            let run = RunKind {
+                name,
+                position: trigger.position,
+                topic: None,
+                late: true,
+            };
+            self.run(rule, run, |e, ast| trigger.callback.call(e, ast, ()), outputs);
+            outputs.push(Output::TriggerRan {
+                rule: Arc::clone(&rule.name),
+                trigger: rule.trigger_key(index),
+                ts: now,
+            });
         }
     }
 
@@ -230,6 +241,32 @@ impl RuleSet {
         self.clock.set(target.max(self.clock.now()));
         outputs
     }
+}
+
+/// The last firing of `recurrence` after `last` and at or before `now`, if any was missed. Looked for
+/// in the most recent minute, hour, day, ... first, so a trigger every second over a week-long outage
+/// takes a few steps, not half a million.
+fn latest_missed(recurrence: &Recurrence, last: i64, now: i64, location: &Location) -> Option<i64> {
+    const WINDOWS: [i64; 6] = [
+        60_000,
+        3_600_000,
+        86_400_000,
+        7 * 86_400_000,
+        32 * 86_400_000,
+        367 * 86_400_000,
+    ];
+    let first = recurrence.next_after(last, location).filter(|at| *at <= now)?;
+    let from = WINDOWS
+        .iter()
+        .map(|window| now - window)
+        .filter(|from| *from > last)
+        .find_map(|from| recurrence.next_after(from, location).filter(|at| *at <= now))
+        .unwrap_or(first);
+    let mut latest = from;
+    while let Some(next) = recurrence.next_after(latest, location).filter(|at| *at <= now) {
+        latest = next;
+    }
+    Some(latest)
 }
 
 /// Logs, once per gap, that a sun trigger skips days because the sun does not rise or set there.

@@ -51,13 +51,34 @@ pub struct RuleWorker {
     /// Every other output, for the recorder. The recorder takes them on a tick, so sending one wakes
     /// nobody.
     pub records: mpsc::Sender<Vec<Output>>,
-    /// Outputs to record of the events taken since the last [`RuleWorker::flush`].
+    /// Outputs to record of the events taken since the last flush to the recorder.
     pub pending: Vec<Output>,
     /// Told once the rules are loaded and `on_start` has run.
     pub ready: Option<oneshot::Sender<()>>,
 }
 
 impl RuleWorker {
+    /// The rule thread's work: `rules` loaded from `rules_dir`, events from `input`, actions to `output`,
+    /// the rest to `records`; `ready` is told once `on_start` has run.
+    pub fn new(
+        rules_dir: PathBuf,
+        rules: RuleSet,
+        input: flume::Receiver<Event>,
+        output: mpsc::Sender<ActionRequest>,
+        records: mpsc::Sender<Vec<Output>>,
+        ready: oneshot::Sender<()>,
+    ) -> RuleWorker {
+        RuleWorker {
+            rules_dir,
+            rules,
+            input,
+            output,
+            records,
+            pending: Vec::new(),
+            ready: Some(ready),
+        }
+    }
+
     /// Loads the rules, then runs events and deadlines until the input closes. Blocking: call on its own
     /// thread.
     pub fn run(mut self) {

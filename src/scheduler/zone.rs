@@ -3,7 +3,7 @@
 //!
 //! Why not chrono-tz: it compiles every zone's full history into the binary as tables of pointers, which
 //! every start of a position-independent binary relocates and so keeps in private memory (1.4 MB, a
-//! tenth of the engine's idle RSS; issue 7), and its rules are frozen at build time. The system's
+//! tenth of the engine's idle RSS), and its rules are frozen at build time. The system's
 //! database is updated by the OS when a country changes its clocks, without a new homewright.
 
 use std::fmt;

@@ -62,6 +62,19 @@ pub struct Options {
     pub scratch: bool,
 }
 
+impl Options {
+    /// What `config` sets for rules, on a scratch history when `scratch`.
+    pub fn of(config: &crate::config::Config, scratch: bool) -> Options {
+        Options {
+            location: config.location.clone(),
+            limits: Limits::of(config),
+            gpio: config.gpio.clone(),
+            base_topic: config.mqtt.base_topic.clone(),
+            scratch,
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -155,6 +168,29 @@ impl Simulation {
         let outputs = simulation.rules.handle(&Event::Start);
         simulation.record(outputs)?;
         Ok(simulation)
+    }
+
+    /// Stops, stays down for `down` ms of virtual time, and starts again on the same history with
+    /// `source` and `options`, as the service would after an outage: persisted timers, catch-up
+    /// triggers, `store_set` values and relay states carry over, captured variables do not. The log of
+    /// what happened before is kept.
+    pub fn restart(
+        &mut self,
+        db: &Path,
+        source: RuleSource<'_>,
+        options: Options,
+        down: i64,
+    ) -> Result<(), SimulationError> {
+        let at = self.now() + down.max(0);
+        let mut earlier = std::mem::take(&mut self.log);
+        // Everything is written already (each output is recorded as it happens): the next start reads
+        // it back as the service would.
+        let next = Simulation::start_with(db, source, options, at)?;
+        let old = std::mem::replace(self, next);
+        old.stop();
+        earlier.append(&mut self.log);
+        self.log = earlier;
+        Ok(())
     }
 
     /// The virtual time, unix ms.

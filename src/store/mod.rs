@@ -1,5 +1,6 @@
-//! The SQLite history: the only module that knows sqlx. Opening (WAL, migrations), the writer that
-//! ingest and the actions stage share, and the read-only [`HistoryReader`] that `query`, `last()` and
+//! The SQLite history: the only module that knows sqlx. Opening (WAL, migrations), the one writer
+//! connection that ingest, the recorder and housekeeping share (messages, the trace and the rules'
+//! state, see [`trace`] and [`state`]), and the read-only [`HistoryReader`] that `query`, `last()` and
 //! `sql()` use so that nothing a user or a rule writes as SQL can change the history.
 
 mod housekeeping;

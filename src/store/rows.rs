@@ -1,9 +1,10 @@
 //! Multi-row INSERTs for the writer's hot tables (`message_rows`, `rule_run_rows`).
 //!
-//! One statement of many rows is 10-40x faster than a statement per row (CRATES.md section 5). It is
+//! One statement of many rows is 10-40x faster than a statement per row (one parse,
+//! one step into SQLite per statement instead of per row). It is
 //! built here rather than with sqlx's `QueryBuilder`, which formats every placeholder and separator
 //! through `fmt::Write` for every batch: with two rows stored per message that was a few percent of
-//! the engine's CPU at full message rate (`perf`, issue 7). The text of a full statement is made once
+//! the engine's CPU at full message rate (`perf`). The text of a full statement is made once
 //! and shared; only a shorter last chunk of a batch gets a text of its own.
 
 use std::sync::{Arc, OnceLock};

@@ -1,6 +1,6 @@
 //! What rules ask the world to do: `publish(topic, payload[, #{ qos, retain }])`, and `log(..)`.
-//! Nothing is performed here: actions are queued for the actions stage (STYLE.md: rules decide,
-//! actions do), which is why `check` and tests need no broker.
+//! Nothing is performed here: actions are queued for the actions stage (rules decide, the actions
+//! stage does), which is why `check` and tests need no broker.
 
 use std::sync::Arc;
 

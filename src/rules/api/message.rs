@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use rhai::{Array, Dynamic, Engine, FLOAT, INT};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, ImmutableString};
 
 use crate::event::Message;
 
@@ -109,6 +109,36 @@ pub(super) fn register(engine: &mut Engine) {
         .register_fn("to_debug", |m: &mut RuleMessage| {
             format!("Message({}: {})", m.message().topic, m.payload())
         });
+    register_fields_of_scalars(engine);
+}
+
+/// A field of a JSON value that is not a map reads as `()`, as a missing field of a map does: a sensor
+/// that sends `true`, `"21.5"`, `42` or `[1, 2]` where a rule reads `msg.json.temperature` must not fail
+/// the rule. Rhai falls back to a text-keyed indexer when a type has no getter of that name, so real
+/// properties (`.len` of a string or an array) still work; `()` itself keeps failing, which is what
+/// `?.` is for.
+fn register_fields_of_scalars(engine: &mut Engine) {
+    // Rhai refuses typed indexers for its own integers, strings and arrays; one taking any value is
+    // accepted, and answers only for JSON's scalars and arrays: any other type (a misspelt `msg.jsn`,
+    // a field of `()`) keeps Rhai's own "unknown property" error.
+    engine.register_indexer_get(
+        |target: &mut Dynamic, field: ImmutableString| -> Result<Dynamic, Box<EvalAltResult>> {
+            let json_like = target.is_bool()
+                || target.is_int()
+                || target.is_float()
+                || target.is_string()
+                || target.is_array();
+            if json_like {
+                Ok(Dynamic::UNIT)
+            } else {
+                Err(EvalAltResult::ErrorIndexingType(
+                    format!("{}.{field}", target.type_name()),
+                    rhai::Position::NONE,
+                )
+                .into())
+            }
+        },
+    );
 }
 
 #[cfg(test)]
@@ -161,6 +191,35 @@ mod tests {
         let second = shared.topic();
         assert_eq!(first, "home/kitchen/temp");
         assert!(first.ptr_eq(&second));
+    }
+
+    #[test]
+    fn a_field_of_json_that_is_not_a_map_is_unit_and_real_properties_still_work() {
+        crate::rules::persist::fix_hash_seed();
+        let mut engine = Engine::new();
+        register(&mut engine);
+        let eval = |payload: &[u8], script: &str| {
+            let mut scope = rhai::Scope::new();
+            scope.push("msg", message(payload));
+            engine.eval_with_scope::<Dynamic>(&mut scope, script)
+        };
+        for payload in ["true", "\"21.5\"", "[1,2]", "42", "2.5", "{\"humidity\":50}"] {
+            for script in ["msg.json?.temperature", "msg.json.temperature", "msg.json.a?.b"] {
+                let seen = eval(payload.as_bytes(), script);
+                assert!(
+                    seen.as_ref().is_ok_and(Dynamic::is_unit),
+                    "{script} on {payload}: {seen:?}"
+                );
+            }
+        }
+        assert_eq!(eval(b"[1,2]", "msg.json.len").unwrap().as_int(), Ok(2));
+        assert_eq!(eval(b"\"abc\"", "msg.json.len").unwrap().as_int(), Ok(3));
+        assert_eq!(eval(b"{\"t\":4}", "msg.json.t").unwrap().as_int(), Ok(4));
+        // A misspelt property of the message is still an error, not `()`.
+        assert!(eval(b"{}", "msg.jsn").is_err());
+        // `()` (not JSON at all) still needs `?.`.
+        assert!(eval(b"{oops", "msg.json.temperature").is_err());
+        assert!(eval(b"{oops", "msg.json?.temperature").unwrap().is_unit());
     }
 
     #[test]

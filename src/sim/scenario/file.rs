@@ -45,6 +45,8 @@ pub enum Step {
     Wait(String),
     /// Time passes until this (local) time.
     At(String),
+    /// The engine stops, stays down this long, and starts again.
+    Restart(String),
     /// A rule published this (already, or `within` the given time).
     ExpectPublished(ExpectPublished),
     /// Nothing was published on this topic (so far, or during `within`).
@@ -62,6 +64,7 @@ impl Step {
             Step::Publish(_) => "publish",
             Step::Wait(_) => "wait",
             Step::At(_) => "at",
+            Step::Restart(_) => "restart",
             Step::ExpectPublished(_) => "expect_published",
             Step::ExpectNotPublished(_) => "expect_not_published",
             Step::ExpectRelay(_) => "expect_relay",

@@ -2,8 +2,8 @@
 //! messages, moving the clock and checking what the rules published and stored. An owner proves a rule
 //! this way before trusting it with the heating; a week runs in milliseconds.
 //!
-//! The format is in PRODUCT.md. [`file`] reads it; [`run`] plays it against a [`Simulation`]
-//! (crate::sim::Simulation) on a scratch history, so nothing real is touched.
+//! The format is in `docs/rules.md`. [`file`](mod@file) reads it; [`run`](mod@run) plays it against a
+//! [`Simulation`](crate::sim::Simulation) on a scratch history, so nothing real is touched.
 
 pub mod file;
 pub mod run;

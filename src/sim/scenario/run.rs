@@ -111,7 +111,12 @@ struct Player {
     location: Location,
     /// Publishes before this index were matched by an earlier expectation.
     cursor: usize,
-    _dir: tempfile::TempDir,
+    /// Rule runs before this index were checked for failures.
+    runs_checked: usize,
+    /// What a `restart` step starts again with.
+    files: Vec<PathBuf>,
+    options: Options,
+    dir: tempfile::TempDir,
 }
 
 impl Player {
@@ -134,7 +139,7 @@ impl Player {
         let sim = Simulation::start_with(
             &dir.path().join("scenario.db"),
             RuleSource::Files(&files),
-            options,
+            options.clone(),
             start,
         )
         .map_err(|e| e.to_string())?;
@@ -146,13 +151,16 @@ impl Player {
             sim,
             location,
             cursor: 0,
-            _dir: dir,
+            runs_checked: 0,
+            files,
+            options,
+            dir,
         })
     }
 
     fn play(&mut self, steps: &[Step]) -> Option<Failure> {
         for (index, step) in steps.iter().enumerate() {
-            if let Err(message) = self.step(step) {
+            if let Err(message) = self.step(step).and_then(|()| self.no_failed_runs()) {
                 let trace = self.trace();
                 return Some(Failure {
                     step: index + 1,
@@ -181,6 +189,19 @@ impl Player {
                     ));
                 }
                 self.sim.advance_to(at).map_err(|e| e.to_string())
+            }
+            Step::Restart(down) => {
+                let down = millis(down)?;
+                let db = self.dir.path().join("scenario.db");
+                let source = RuleSource::Files(&self.files);
+                self.sim
+                    .restart(&db, source, self.options.clone(), down)
+                    .map_err(|e| e.to_string())?;
+                if !self.sim.problems.is_empty() {
+                    let problems: Vec<String> = self.sim.problems.iter().map(|p| p.render()).collect();
+                    return Err(format!("rules do not load again:\n{}", problems.join("\n")));
+                }
+                Ok(())
             }
             Step::ExpectPublished(expect) => self.expect_published(expect),
             Step::ExpectNotPublished(expect) => self.expect_not_published(expect),
@@ -305,6 +326,21 @@ impl Player {
             }
         }
         Ok(())
+    }
+
+    /// A rule run that failed fails the scenario at the step during which it ran: a rule that throws
+    /// on a payload its sensor really sends is a bug, even when no expectation looks there.
+    fn no_failed_runs(&mut self) -> Result<(), String> {
+        let runs = self.sim.runs();
+        let failed = runs
+            .iter()
+            .skip(self.runs_checked)
+            .find_map(|run| run.error.as_ref().map(|e| (run.trigger, e.clone())));
+        self.runs_checked = runs.len();
+        match failed {
+            Some((trigger, error)) => Err(format!("a rule run ({trigger}) failed: {error}")),
+            None => Ok(()),
+        }
     }
 
     fn unmatched(&self) -> String {
