@@ -62,7 +62,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 /// on a simulated backend this way). Each stage is built from the config by its own constructor; this
 /// only wires them, in the order that lets `on_start` run before the first message.
 pub async fn run_with(
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
     backend: Option<Arc<dyn RelayBackend>>,
 ) -> Result<(), StartError> {
@@ -76,7 +76,7 @@ pub async fn run_with(
 }
 
 async fn run_engine(
-    mut config: Config,
+    config: Config,
     shutdown: CancellationToken,
     backend: Option<Arc<dyn RelayBackend>>,
     embedded: Option<&broker::EmbeddedBroker>,
