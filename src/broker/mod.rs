@@ -15,7 +15,7 @@ pub mod probe;
 #[cfg(feature = "embedded-broker")]
 mod embedded;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use tracing::info;
 
@@ -146,9 +146,12 @@ fn refusal(code: u8) -> &'static str {
 }
 
 /// Where the engine reaches a broker that listens on `listen`: loopback when it listens everywhere.
+#[cfg(feature = "embedded-broker")]
 fn reachable(listen: SocketAddr) -> SocketAddr {
     match listen.ip() {
-        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port()),
+        ip if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), listen.port())
+        }
         _ => listen,
     }
 }
