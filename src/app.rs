@@ -22,6 +22,7 @@ use crate::ingest::{self, Ingest};
 use crate::metrics::server::{MetricsServer, Queues};
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
+use crate::os::health::{IngestCheck, IngestProgress};
 use crate::recorder::{self, Recorder};
 use crate::relays::commands::with_command_topics;
 use crate::relays::driver::RelayDriver;
@@ -106,10 +107,20 @@ async fn run_engine(
     // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
     // the start cleanly.
     let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
-    let (subscriber, acker) = Subscriber::new(&with_command_topics(&config), ingest_tx, rules_tx.clone())?;
+    let progress = Arc::new(IngestProgress::default());
+    let (subscriber, acker) = Subscriber::new(
+        &with_command_topics(&config),
+        ingest_tx,
+        rules_tx.clone(),
+        Arc::clone(&progress),
+    )?;
     let stages = Stages::default();
     stages.spawn("publisher", publisher.run(shutdown.clone()));
-    stages.spawn("recorder", Recorder::new(store.clone(), records_rx).run());
+    let commit_interval = config.database.commit_interval;
+    stages.spawn(
+        "recorder",
+        Recorder::new(store.clone(), records_rx, commit_interval).run(),
+    );
     let driver = RelayDriver::new(backend, &config, levels);
     let actions = Actions::new(actions_rx, publish_handle, records_tx.clone(), driver);
     stages.spawn("actions", actions.run());
@@ -150,7 +161,10 @@ async fn run_engine(
     // gone, the rule thread ends.
     drop(rules_tx);
 
-    stages.spawn("ingest", Ingest::new(store.clone(), acker, ingest_rx).run());
+    stages.spawn(
+        "ingest",
+        Ingest::new(store.clone(), acker, ingest_rx, commit_interval).run(),
+    );
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
     let housekeeping = Housekeeping::new(store.clone(), &config.database);
     stages.spawn("housekeeping", housekeeping.run(shutdown.clone()));
@@ -161,7 +175,7 @@ async fn run_engine(
         "ingesting from {}:{}",
         config.mqtt.host, config.mqtt.port
     ));
-    start_watchdog(&stages, &shutdown, embedded);
+    start_watchdog(&stages, &shutdown, progress, embedded);
 
     shutdown.cancelled().await;
     crate::os::systemd::stopping();
@@ -189,8 +203,14 @@ fn queues(
     queues
 }
 
-/// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs.
-fn start_watchdog(stages: &Stages, shutdown: &CancellationToken, embedded: Option<&broker::EmbeddedBroker>) {
+/// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs and
+/// ingest makes progress or has nothing to do.
+fn start_watchdog(
+    stages: &Stages,
+    shutdown: &CancellationToken,
+    progress: Arc<IngestProgress>,
+    embedded: Option<&broker::EmbeddedBroker>,
+) {
     let expected = stages.names();
     let running = Arc::clone(&stages.running);
     // The engine's connections only retry against a dead broker: the watchdog must say it is dead.
@@ -198,14 +218,20 @@ fn start_watchdog(stages: &Stages, shutdown: &CancellationToken, embedded: Optio
         Some(embedded) => Box::new(embedded.health()),
         None => Box::new(|| true),
     };
-    let healthy = move || {
-        if !broker_alive() {
-            return Err("the embedded broker failed and could not be restarted".to_string());
-        }
-        let running = running.lock().unwrap_or_else(|p| p.into_inner());
-        match expected.iter().find(|name| !running.contains(*name)) {
-            Some(name) => Err(format!("the {name} stage ended on its own")),
-            None => Ok(()),
+    let healthy = move |timeout: Duration| {
+        let mut ingest = IngestCheck::new(progress, timeout, std::time::Instant::now());
+        move |now: std::time::Instant| {
+            if !broker_alive() {
+                return Err("the embedded broker failed and could not be restarted".to_string());
+            }
+            let ended = {
+                let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                expected.iter().find(|name| !running.contains(*name)).copied()
+            };
+            match ended {
+                Some(name) => Err(format!("the {name} stage ended on its own")),
+                None => ingest.check(now),
+            }
         }
     };
     if let Some(watchdog) = crate::os::systemd::Watchdog::from_env(healthy) {

@@ -83,6 +83,27 @@ pub enum Output {
     },
     /// A relay's state changed (or its pending on_for off did): persist it.
     RelayState { name: String, state: RelayState },
+    /// An `on_held` or `on_silent` trigger's state for one topic changed: persist it.
+    TopicWatch(TopicWatch),
+    /// An `on_held` hold ended, or its trigger is gone: forget it.
+    TopicWatchDone {
+        rule: String,
+        trigger: String,
+        topic: String,
+    },
+}
+
+/// The persisted state of one topic under an `on_held` or `on_silent` trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicWatch {
+    pub rule: String,
+    /// The trigger's identity in its rule (kind, filter, duration; for `on_held` also the condition).
+    pub trigger: String,
+    pub topic: String,
+    /// `on_held`: when the condition became true; `on_silent`: when the topic last spoke (unix ms).
+    pub since: i64,
+    /// Whether the trigger already ran for this hold or silence.
+    pub fired: bool,
 }
 
 /// A pending one-shot timer as persisted: enough to call its closure again after a restart.
@@ -129,6 +150,8 @@ pub struct Persisted {
     pub trigger_runs: HashMap<(String, String), i64>,
     /// Each relay's last state.
     pub relays: HashMap<String, RelayState>,
+    /// `on_held` holds in progress or fired, and `on_silent` silences that fired.
+    pub topic_watches: Vec<TopicWatch>,
 }
 
 /// The current wall-clock time in unix milliseconds.

@@ -4,6 +4,13 @@
 //! That ordering is the whole durability promise: a crash at any moment loses nothing the broker handed
 //! over, because whatever was not yet committed was not yet acknowledged and is redelivered. The price is
 //! a possible duplicate when the crash falls between commit and acknowledgement.
+//!
+//! When to commit is what decides how fast an SD card wears: every commit rewrites whole pages (the
+//! table's last leaf, an index leaf per topic in the batch) and syncs them, whatever the batch holds.
+//! So a batch is committed when it is `Ingest::interval` old (`database.commit_interval`), not when
+//! the stream pauses; QoS 1/2 messages bring the commit forward just enough that the broker, which
+//! stops delivering once its in-flight window of unacknowledged messages is full, never has to wait
+//! (see `Ingest::threshold`): waiting there would delay every message behind, rules' included.
 
 use std::time::Duration;
 
@@ -14,25 +21,32 @@ use tracing::{debug, error, info, warn};
 use crate::mqtt::subscriber::{Acker, Incoming};
 use crate::store::Store;
 
-/// Most messages per transaction. Each commit rewrites every index page it touched (one per topic in
-/// the batch) and syncs the disk, so large batches keep the bytes written per message, an SD card's
-/// wear and the CPU the kernel spends writing low. A batch is also closed by age ([`MAX_BATCH_AGE`]),
-/// so this many only gather at 80,000 messages a second or more.
+/// Most messages per transaction: what a flood gathers in a few tens of milliseconds. Larger batches
+/// gain little (the pages rewritten per message are already few) and hold more memory.
 pub const MAX_BATCH: usize = 4_000;
 
 /// The broker's in-flight window (how many QoS 1/2 messages it sends before it waits for their
-/// acknowledgements) assumed until a larger one is seen. MQTT 3.1.1 has no way to ask the broker.
-pub const ASSUMED_WINDOW: usize = 1_000;
+/// acknowledgements) assumed until a larger one is seen: Mosquitto's default `max_inflight_messages`.
+/// MQTT 3.1.1 has no way to ask the broker.
+pub const ASSUMED_WINDOW: usize = 20;
 
-/// Fewest messages awaiting an acknowledgement that a batch may be closed for (see `Ingest::window`).
-pub const MIN_UNACKED_PER_BATCH: usize = ASSUMED_WINDOW / 2;
+/// Unacknowledged messages kept free of the window at the least when deciding to commit (see
+/// [`Ingest::threshold`]).
+const MIN_RESERVE: usize = 2;
 
-/// Longest a received message waits for its batch to fill before it is committed (and acknowledged).
-pub const MAX_BATCH_AGE: Duration = Duration::from_millis(50);
+/// A batch holding QoS 1/2 messages is committed once no message came for this many mean gaps between
+/// them (and at least [`MIN_STALL`]): the broker's window is then likely full (a broker with a smaller
+/// window than assumed, or a larger one guessed from a reconnection's backlog). In a stream with random
+/// gaps, a silence of 5 mean gaps happens before fewer than 1 message in 100.
+const STALL_GAPS: f64 = 5.0;
+const MIN_STALL: Duration = Duration::from_millis(50);
 
-/// How often a batch being filled looks for more messages; a tick in which none came closes it early
-/// (see `Ingest::fill`).
+/// How often a batch being filled from a busy stream takes what arrived (see `Ingest::fill`).
 pub const GATHER_TICK: Duration = Duration::from_millis(1);
+
+/// Messages found at once that make a stream busy: gathered by [`GATHER_TICK`] rather than woken for
+/// one by one.
+const BUSY: usize = 8;
 
 /// Messages between the subscriber and ingest: two batches, so the stream keeps coming while one
 /// commits; beyond that the subscriber waits, and so does the broker's TCP stream.
@@ -51,32 +65,66 @@ pub struct Ingest {
     pub store: Store,
     pub acker: Acker,
     pub input: mpsc::Receiver<Incoming>,
+    /// `database.commit_interval`: the longest a received message waits for its commit.
+    interval: Duration,
     /// The largest number of messages seen awaiting an acknowledgement at once: the broker's in-flight
-    /// window, as far as it showed it (at first [`ASSUMED_WINDOW`]).
-    ///
-    /// Acknowledgements wait for the commit, so a batch that held the whole window would leave the
-    /// broker idle during every commit; a batch of half of it lets the broker send the other half
-    /// meanwhile. So a batch closes at half the window (at least [`MIN_UNACKED_PER_BATCH`], at most
-    /// [`MAX_BATCH`]). With Mosquitto's default window of 20 the batches close earlier, when the stream
-    /// pauses; with the 10,000 `docs/durability.md` recommends they hold 4,000, as at QoS 0, and commit an
-    /// eighth as often as half of a 1,000 window did.
-    ///
-    /// The estimate only grows. Mosquitto sends a reconnecting client its backlog past its window,
-    /// which looks like a larger one; batches then close on a pause instead of at half the window, a
-    /// slower pace but never a wrong one: the estimate decides how often to commit, not what is
-    /// acknowledged. (Shrinking it whenever a batch below its cap closed on a pause with 500 or more
-    /// waiting was tried: under full load such pauses come from scheduling alone, and the cap swung
-    /// between 500 and 4,000 within seconds.)
+    /// window, as far as it showed it (at first [`ASSUMED_WINDOW`]). It only grows; an estimate too
+    /// large (Mosquitto sends a reconnecting client its backlog past its window, which looks like a
+    /// larger one) is caught by the stall rule ([`STALL_GAPS`]), at the cost of a short pause per
+    /// window of messages.
     window: usize,
+    pace: Pace,
+}
+
+/// What ingest has seen of the stream of QoS 1/2 messages and of its own commits.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Mean gap between QoS 1/2 messages (moving average, seconds).
+    gap: f64,
+    /// When the last QoS 1/2 message was taken from the channel.
+    last: Option<Instant>,
+    /// How long a commit takes, the slowest of the recent ones (seconds, decaying slowly).
+    commit: f64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Pace {
+            gap: 1.0,
+            last: None,
+            commit: 0.01,
+        }
+    }
+
+    fn arrived(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            // A long silence says the stream is slow, not that it will stay silent: capped.
+            let gap = (now - last).as_secs_f64().min(10.0);
+            self.gap = 0.9 * self.gap + 0.1 * gap;
+        }
+        self.last = Some(now);
+    }
+
+    fn committed(&mut self, took: Duration) {
+        self.commit = took.as_secs_f64().max(self.commit * 0.9);
+    }
+
+    /// When a batch with unacknowledged messages counts as stalled (see [`STALL_GAPS`]).
+    fn stall_at(&self, now: Instant) -> Instant {
+        let stall = Duration::from_secs_f64(self.gap * STALL_GAPS).max(MIN_STALL);
+        self.last.unwrap_or(now) + stall
+    }
 }
 
 impl Ingest {
-    pub fn new(store: Store, acker: Acker, input: mpsc::Receiver<Incoming>) -> Self {
+    pub fn new(store: Store, acker: Acker, input: mpsc::Receiver<Incoming>, interval: Duration) -> Self {
         Ingest {
             store,
             acker,
             input,
+            interval,
             window: ASSUMED_WINDOW,
+            pace: Pace::new(),
         }
     }
 
@@ -85,11 +133,13 @@ impl Ingest {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut stored: u64 = 0;
         loop {
-            let cap = unacked_cap(self.window);
-            let open = fill(&mut self.input, &mut batch, cap).await;
+            let (open, cap) = self.fill(&mut batch).await;
             self.observe_window(&batch, cap);
             if !batch.is_empty() {
-                if self.commit(&batch, !open).await {
+                let started = Instant::now();
+                let committed = self.commit(&batch, !open).await;
+                self.pace.committed(started.elapsed());
+                if committed {
                     stored += batch.iter().filter(|i| i.message.is_some()).count() as u64;
                     self.acknowledge(&mut batch);
                 }
@@ -168,6 +218,7 @@ impl Ingest {
     }
 
     fn acknowledge(&self, batch: &mut Vec<Incoming>) {
+        self.acker.finished(batch.len());
         let tokens: Vec<_> = batch.drain(..).filter_map(|incoming| incoming.ack).collect();
         if let Err(e) = self.acker.ack(tokens) {
             // Only when the connection is gone; the broker redelivers, and we store a duplicate.
@@ -176,60 +227,106 @@ impl Ingest {
     }
 }
 
-/// Most messages awaiting an acknowledgement in one batch, for a broker `window` (see `Ingest::window`).
-fn unacked_cap(window: usize) -> usize {
-    (window / 2).clamp(MIN_UNACKED_PER_BATCH, MAX_BATCH)
+/// Unacknowledged messages at which a batch is committed, for a broker `window`, a stream of QoS 1/2
+/// messages `gap` seconds apart and commits taking `commit` seconds (see `Ingest::threshold`).
+fn threshold(window: usize, gap: f64, commit: f64) -> usize {
+    // What arrives while the batch is gathered and committed, twice over: a commit's time varies.
+    let during_commit = (commit + GATHER_TICK.as_secs_f64()) / gap.max(1e-6) * 2.0;
+    let reserve = MIN_RESERVE.saturating_add(during_commit.ceil().min(1e9) as usize);
+    if reserve > window / 2 {
+        // Commits too slow for the window to stay open: the broker waits whatever ingest does, so
+        // commit whatever has arrived as soon as the previous commit is done (the batch then holds what
+        // came during it). Measured at 1,000 msg/s with slow commits: batches held at half the window
+        // fell behind, and rules' answers took 120 ms at p90.
+        return 1;
+    }
+    (window - reserve).clamp(1, MAX_BATCH)
 }
 
 /// The window estimate after a batch closed with `unacked` messages awaiting acknowledgement, its cap
 /// `cap`, and `queued` messages waiting behind it.
 fn next_window(window: usize, unacked: usize, cap: usize, queued: usize) -> usize {
     if unacked < cap {
-        // Closed by its age or on a pause: the broker's window did not show.
+        // Closed by its age or on a stall: the broker's window did not show.
         return window;
     }
     window.max(unacked + queued)
 }
 
-/// Waits for a first message, then gathers more while they keep coming: the batch closes when it is
-/// full (or holds `max_unacked` messages awaiting an acknowledgement, see [`Ingest::window`]), when it
-/// is [`MAX_BATCH_AGE`] old, or when a [`GATHER_TICK`] passed without a new message.
-/// Closing on a quiet tick matters because the broker stops sending once its in-flight window of
-/// unacknowledged messages is full (Mosquitto's default is 20): waiting out the whole age then would cap
-/// ingest at one window per 50 ms. Returns false once the input is closed (the batch holds whatever
-/// came before).
-///
-/// Between ticks it takes whatever has arrived instead of waiting on the channel for each message:
-/// ingest stores faster than messages arrive, so waiting on the channel would wake it (a futex and a
-/// context switch, on a core the broker needs) for every single message. Profiling the engine at full
-/// speed showed such wakeups costing more CPU than SQLite.
-async fn fill(input: &mut mpsc::Receiver<Incoming>, batch: &mut Vec<Incoming>, max_unacked: usize) -> bool {
-    match input.recv().await {
-        Some(first) => batch.push(first),
-        None => return false,
+impl Ingest {
+    /// Unacknowledged messages at which the batch being filled is committed: the broker's window less
+    /// what arrives while the commit is under way (at least [`MIN_RESERVE`]). So at a house's rate a
+    /// commit carries nearly a whole window (17 of Mosquitto's default 20), and at 1,000 msg/s with
+    /// commits of a few milliseconds it comes early enough that the window never fills.
+    fn threshold(&self) -> usize {
+        threshold(self.window, self.pace.gap, self.pace.commit)
     }
-    let deadline = Instant::now() + MAX_BATCH_AGE;
-    let mut unacked = batch.iter().filter(|i| i.ack.is_some()).count();
-    let mut ticked = false;
-    loop {
-        let before = batch.len();
-        while batch.len() < MAX_BATCH && unacked < max_unacked {
-            match input.try_recv() {
-                Ok(incoming) => {
-                    unacked += usize::from(incoming.ack.is_some());
-                    batch.push(incoming);
+
+    /// Waits for a first message, then gathers more until the batch is [`Ingest::interval`] old, holds
+    /// [`MAX_BATCH`] messages, holds [`Ingest::threshold`] unacknowledged ones, or holds some and the
+    /// stream of them stalled (see [`STALL_GAPS`]). Returns whether the input is still open (the batch
+    /// holds whatever came before it closed) and the threshold it was filled to.
+    ///
+    /// A slow stream wakes it once per message, a busy one (at least [`BUSY`] messages found at once)
+    /// every [`GATHER_TICK`]: waiting on the channel for each message of a flood would wake it (a futex
+    /// and a context switch, on a core the broker needs) for every single message, which profiling at
+    /// full speed showed costing more CPU than SQLite.
+    async fn fill(&mut self, batch: &mut Vec<Incoming>) -> (bool, usize) {
+        let mut cap = self.threshold();
+        match self.input.recv().await {
+            Some(first) => self.take(batch, first),
+            None => return (false, cap),
+        }
+        let deadline = Instant::now() + self.interval;
+        let mut unacked = batch.iter().filter(|i| i.ack.is_some()).count();
+        loop {
+            cap = self.threshold();
+            let before = batch.len();
+            // Everything that has arrived, up to the window, goes into this batch: it is received
+            // already, and one commit for all of it is the cheapest.
+            while batch.len() < MAX_BATCH && unacked < cap.max(self.window) {
+                match self.input.try_recv() {
+                    Ok(incoming) => {
+                        unacked += usize::from(incoming.ack.is_some());
+                        self.take(batch, incoming);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return (false, cap),
                 }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+            let now = Instant::now();
+            let stall_at = self.pace.stall_at(now);
+            let stalled = unacked > 0 && now >= stall_at;
+            if batch.len() >= MAX_BATCH || unacked >= cap || now >= deadline || stalled {
+                return (true, cap);
+            }
+            let wake = if unacked > 0 {
+                deadline.min(stall_at)
+            } else {
+                deadline
+            };
+            if batch.len() - before >= BUSY {
+                tokio::time::sleep_until((now + GATHER_TICK).min(wake)).await;
+                continue;
+            }
+            tokio::select! {
+                incoming = self.input.recv() => match incoming {
+                    Some(incoming) => {
+                        unacked += usize::from(incoming.ack.is_some());
+                        self.take(batch, incoming);
+                    }
+                    None => return (false, cap),
+                },
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
-        let now = Instant::now();
-        let full = batch.len() >= MAX_BATCH || unacked >= max_unacked;
-        if full || now >= deadline || (ticked && batch.len() == before) {
-            return true;
+    }
+
+    fn take(&mut self, batch: &mut Vec<Incoming>, incoming: Incoming) {
+        if incoming.ack.is_some() {
+            self.pace.arrived(Instant::now());
         }
-        tokio::time::sleep_until((now + GATHER_TICK).min(deadline)).await;
-        ticked = true;
+        batch.push(incoming);
     }
 }
 
@@ -238,22 +335,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_grow_with_the_window_the_broker_shows() {
-        assert_eq!(unacked_cap(ASSUMED_WINDOW), 500);
+    fn a_commit_leaves_room_in_the_window_for_what_arrives_meanwhile() {
+        // A house: 20 msg/s, commits of 10 ms. A commit carries 17 of Mosquitto's 20.
+        assert_eq!(threshold(ASSUMED_WINDOW, 0.05, 0.01), 17);
+        // 1,000 msg/s with commits of 3 ms: about 8 arrive during one, twice that is kept free.
+        assert_eq!(threshold(ASSUMED_WINDOW, 0.001, 0.003), 10);
+        // Commits slower than the window lasts: whatever has arrived (the broker waits anyway).
+        assert_eq!(threshold(ASSUMED_WINDOW, 0.000_1, 0.02), 1);
+        assert_eq!(threshold(1, 0.05, 0.01), 1);
+        // A large window: at most a full batch.
+        assert_eq!(threshold(100_000, 0.000_01, 0.01), MAX_BATCH);
+    }
+
+    #[test]
+    fn the_window_estimate_grows_with_what_the_broker_shows() {
         // A batch at its cap with 4,500 more waiting: the broker sends 5,000 before it waits.
-        let window = next_window(ASSUMED_WINDOW, 500, 500, 4_500);
-        assert_eq!(window, 5_000);
-        assert_eq!(unacked_cap(window), 2_500);
-        // At most a full batch, however large the window.
-        assert_eq!(unacked_cap(next_window(window, 2_500, 2_500, 8_000)), MAX_BATCH);
-        // A batch closed below its cap (by age, on a pause) says nothing about the window, and a
-        // smaller count later does not shrink it (see `Ingest::window`).
-        assert_eq!(next_window(window, 900, 2_500, 9_000), window);
-        assert_eq!(next_window(window, 2_500, 2_500, 0), window);
-        // Mosquitto's default window of 20: batches close on a pause, the cap stays at its floor.
-        assert_eq!(
-            unacked_cap(next_window(ASSUMED_WINDOW, 20, 500, 0)),
-            MIN_UNACKED_PER_BATCH
-        );
+        assert_eq!(next_window(ASSUMED_WINDOW, 18, 18, 4_982), 5_000);
+        // A batch closed below its cap (by age, on a stall) says nothing about the window, and a
+        // smaller count later does not shrink it.
+        assert_eq!(next_window(5_000, 900, 2_500, 9_000), 5_000);
+        assert_eq!(next_window(5_000, 2_500, 2_500, 0), 5_000);
     }
 }

@@ -32,7 +32,8 @@
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
 //! - [`sim`]: rules on virtual time over a real history file (scenarios, replay, tests).
 //! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
-//! - [`os`]: systemd notifications and the kernel's thread policy.
+//! - [`os`]: systemd notifications, the ingest health the watchdog vouches for, and the kernel's
+//!   thread policy.
 //! - [`plot`]: a topic's history as an SVG/PNG chart or a terminal chart.
 //! - [`logging`]: log lines for a terminal, the systemd journal, or tools (JSON).
 //! - [`cli`]: the command line.

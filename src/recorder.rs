@@ -22,13 +22,17 @@ use crate::store::{RecordBatch, Store};
 /// its `DRAIN` events, and what those runs persisted), the actions stage one record at a time: sending
 /// every run's record alone was the rule thread's costliest step after Rhai itself (`perf`).
 pub const CHANNEL_CAPACITY: usize = 512;
-/// Most rows per transaction: a rule that reads every message records a run per message, and every
-/// commit syncs the disk (see `ingest::MAX_BATCH`). Also closed by age, [`MAX_BATCH_AGE`].
+/// Most rows per transaction (see `ingest::MAX_BATCH`).
 const MAX_BATCH: usize = 4_000;
-/// Longest a record waits before its batch is written.
+/// Longest a batch holding actions or rules' state (`store`, timers, relay states) waits before it is
+/// written: that state must survive a restart soon after it changed.
 const MAX_BATCH_AGE: Duration = Duration::from_millis(100);
-/// How often a batch being filled takes the records that arrived (see [`Recorder::fill`]).
+/// How often a batch being filled from a busy stream takes the records that arrived (see
+/// [`Recorder::fill`]).
 const GATHER_TICK: Duration = Duration::from_millis(10);
+/// Groups found at once that make the stream busy: gathered by [`GATHER_TICK`] rather than woken for
+/// one by one.
+const BUSY: usize = 4;
 /// Pause between retries of a failed write.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Write attempts once the input is closed, before giving up on the last batch.
@@ -38,12 +42,20 @@ const ATTEMPTS_WHEN_STOPPING: u32 = 3;
 pub struct Recorder {
     pub store: Store,
     pub input: mpsc::Receiver<Vec<Output>>,
+    /// `database.commit_interval`: how long a batch of rule runs alone gathers. A rule that reads every
+    /// message records a run per message; written every 100 ms, those runs rewrote the pages of
+    /// `rule_run_rows` and its index ten times a second, more than the messages themselves cost.
+    pub commit_interval: Duration,
 }
 
 impl Recorder {
     /// The recorder writing to `store` what arrives on `input`.
-    pub fn new(store: Store, input: mpsc::Receiver<Vec<Output>>) -> Recorder {
-        Recorder { store, input }
+    pub fn new(store: Store, input: mpsc::Receiver<Vec<Output>>, commit_interval: Duration) -> Recorder {
+        Recorder {
+            store,
+            input,
+            commit_interval,
+        }
     }
 
     /// Batches and writes until the input closes.
@@ -59,29 +71,50 @@ impl Recorder {
         info!("recorder stopped");
     }
 
-    /// Waits for a first record, then takes what arrived every [`GATHER_TICK`] until the batch is full or
-    /// [`MAX_BATCH_AGE`] old. Waiting on the channel for each record instead would wake the recorder for
-    /// every rule run (a futex and a context switch each), which at full message rate cost more CPU
-    /// than writing the rows.
+    /// Waits for a first record, then gathers more until the batch is full, or [`MAX_BATCH_AGE`] old
+    /// once it holds anything but rule runs, or [`Recorder::commit_interval`] old. A slow stream wakes
+    /// it once per group of records, a busy one every [`GATHER_TICK`]: waiting on the channel for each
+    /// group of a flood would wake the recorder for every rule run (a futex and a context switch
+    /// each), which at full message rate cost more CPU than writing the rows.
     async fn fill(&mut self, batch: &mut RecordBatch) -> bool {
         let Some(first) = self.input.recv().await else {
             return false;
         };
         first.into_iter().for_each(|output| add(batch, output));
-        let deadline = Instant::now() + MAX_BATCH_AGE;
+        let opened = Instant::now();
         loop {
+            let mut groups = 0;
             while batch.len() < MAX_BATCH {
                 match self.input.try_recv() {
-                    Ok(outputs) => outputs.into_iter().for_each(|output| add(batch, output)),
+                    Ok(outputs) => {
+                        groups += 1;
+                        outputs.into_iter().for_each(|output| add(batch, output));
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }
             }
+            let age = if batch.is_runs_only() {
+                self.commit_interval
+            } else {
+                MAX_BATCH_AGE.min(self.commit_interval)
+            };
+            let deadline = opened + age;
             let now = Instant::now();
             if batch.len() >= MAX_BATCH || now >= deadline {
                 return true;
             }
-            tokio::time::sleep_until((now + GATHER_TICK).min(deadline)).await;
+            if groups >= BUSY {
+                tokio::time::sleep_until((now + GATHER_TICK).min(deadline)).await;
+                continue;
+            }
+            tokio::select! {
+                outputs = self.input.recv() => match outputs {
+                    Some(outputs) => outputs.into_iter().for_each(|output| add(batch, output)),
+                    None => return false,
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
         }
     }
 
@@ -129,6 +162,15 @@ pub fn add(batch: &mut RecordBatch, output: Output) {
                 .entry((rule.to_string(), trigger))
                 .or_insert(ts);
             *last = (*last).max(ts);
+        }
+        Output::TopicWatch(watch) => {
+            batch.topic_watches.insert(
+                (watch.rule, watch.trigger, watch.topic),
+                Some((watch.since, watch.fired)),
+            );
+        }
+        Output::TopicWatchDone { rule, trigger, topic } => {
+            batch.topic_watches.insert((rule, trigger, topic), None);
         }
     }
 }

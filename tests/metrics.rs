@@ -137,3 +137,27 @@ async fn a_metrics_port_in_use_stops_the_start_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// 100 clients that connect and never send a request (held open by a stuck exporter, a port scanner)
+/// do not keep a scrape waiting: each connection is served on its own, with its own timeout. Served one
+/// at a time, the scrape waited 5 s behind each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_is_answered_while_100_slow_clients_hold_connections() {
+    let metrics_port = free_port();
+    let mut setup = Setup::embedded();
+    setup.extra_config = format!("metrics:\n  listen: 127.0.0.1:{metrics_port}\n");
+    let _engine = Process::start(&setup).await;
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let stream = TcpStream::connect(("127.0.0.1", metrics_port))
+            .await
+            .expect("connect a slow client");
+        slow.push(stream);
+    }
+    // A hang guard far above a normal answer and far below 100 timeouts of 5 s.
+    let scrape = tokio::time::timeout(Duration::from_secs(4), get(metrics_port, "/metrics")).await;
+    let (status, body) = scrape.expect("a scrape answered while slow clients wait");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("homewright_messages_stored_total"), "{body}");
+    drop(slow);
+}

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use crate::support::{Process, Setup};
+use rumqttc::QoS;
+
+use crate::support::mosquitto::Mosquitto;
+use crate::support::relay::Relay;
+use crate::support::{Client, Process, Setup, count};
 
 /// How long to wait for one notification before failing (a hang guard, not a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -64,6 +68,23 @@ impl Service {
         }
     }
 
+    /// Waits until no notification came for `quiet`, failing if that does not happen within `limit`.
+    async fn silent_for(&self, quiet: Duration, limit: Duration) {
+        let mut buffer = vec![0u8; 4096];
+        let until = tokio::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        while tokio::time::Instant::now() < until {
+            match tokio::time::timeout(quiet, self.socket.recv(&mut buffer)).await {
+                Err(_) => return,
+                Ok(received) => {
+                    let n = received.expect("recv");
+                    seen.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+                }
+            }
+        }
+        panic!("notifications never paused for {quiet:?} within {limit:?}: {seen:?}");
+    }
+
     /// Sends SIGTERM, waits for STOPPING=1 and the exit, and returns stderr.
     async fn stop(self) -> String {
         self.process.signal("TERM");
@@ -88,6 +109,80 @@ async fn run_notifies_ready_then_watchdog_then_stopping() {
         "{before_ready:?}"
     );
     service.until("WATCHDOG=1").await;
+    service.until("WATCHDOG=1").await;
+    service.stop().await;
+}
+
+/// A wedged engine is not vouched for: while received messages cannot be stored (another program
+/// holds the database's write lock), the watchdog pings stop and the log names the stuck stage; once
+/// the lock is gone the messages are stored and the pings resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_goes_silent_while_ingest_is_stuck_and_says_where() {
+    use sqlx::Connection;
+
+    let setup = Setup::embedded();
+    // Pings every 500 ms; ingest counts as stuck after 3 s without progress (the shortest stall).
+    let service = Service::start(&setup, &[], &[("WATCHDOG_USEC", "1000000".into())]);
+    service.until("READY=1").await;
+    setup.wait_until_ingesting().await;
+    // Idle and healthy: pinging.
+    service.until("WATCHDOG=1").await;
+    service.until("WATCHDOG=1").await;
+
+    let db = setup.db_path();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .expect("take the write lock");
+    let client = Client::connect(setup.port, "wedge").await;
+    client.publish("wedge/n", "1", QoS::AtLeastOnce, false).await;
+    service
+        .silent_for(Duration::from_secs(3), Duration::from_secs(20))
+        .await;
+    let log = std::fs::read_to_string(&service.stderr).expect("read stderr");
+    assert!(log.contains("the ingest stage is stuck"), "{log}");
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("release the lock");
+    drop(other);
+    service.until("WATCHDOG=1").await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM messages WHERE topic = 'wedge/n'").await,
+        1
+    );
+    service.stop().await;
+}
+
+/// A broker that accepts the ingest connection and drops it, over and over (as Mosquitto did over a
+/// QoS 2 release rumqttc could not take): the watchdog goes silent and the log names the subscriber;
+/// once connections hold again, the pings resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_goes_silent_while_the_broker_keeps_dropping_the_ingest_connection() {
+    let Some(broker) = Mosquitto::start().await else {
+        return;
+    };
+    let relay = Relay::start(broker.port).await;
+    let mut setup = Setup::external(relay.port);
+    setup.probe_port = Some(broker.port);
+    let service = Service::start(&setup, &[], &[("WATCHDOG_USEC", "1000000".into())]);
+    service.until("READY=1").await;
+    setup.wait_until_ingesting().await;
+    service.until("WATCHDOG=1").await;
+
+    relay.cut_after_connack(true);
+    relay.close_all();
+    service
+        .silent_for(Duration::from_secs(3), Duration::from_secs(20))
+        .await;
+    let log = std::fs::read_to_string(&service.stderr).expect("read stderr");
+    assert!(log.contains("the subscriber stage is stuck"), "{log}");
+
+    relay.cut_after_connack(false);
     service.until("WATCHDOG=1").await;
     service.stop().await;
 }

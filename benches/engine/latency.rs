@@ -5,13 +5,14 @@ use super::*;
 
 pub(crate) struct Latency {
     pub(crate) p50: f64,
+    pub(crate) p90: f64,
     pub(crate) p99: f64,
     pub(crate) lost: u64,
 }
 
 /// Publishes `rate` msg/s on the trigger topics for `seconds`, each carrying its send time, and
 /// measures when the answer on `echo/#` arrives.
-pub(crate) async fn latency(port: u16, rate: u32, seconds: u64) -> Latency {
+pub(crate) async fn latency(port: u16, rate: u32, seconds: u64, qos: QoS) -> Latency {
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
     let base = Instant::now();
     let sink = Arc::clone(&samples);
@@ -43,12 +44,7 @@ pub(crate) async fn latency(port: u16, rate: u32, seconds: u64) -> Latency {
         for _ in 0..per_tick {
             let payload = Bytes::from(base.elapsed().as_nanos().to_string());
             sender
-                .publish_bytes(
-                    format!("bench/trigger/{}", sent % 10),
-                    QoS::AtMostOnce,
-                    false,
-                    payload,
-                )
+                .publish_bytes(format!("bench/trigger/{}", sent % 10), qos, false, payload)
                 .await
                 .unwrap();
             sent += 1;
@@ -69,28 +65,36 @@ pub(crate) async fn latency(port: u16, rate: u32, seconds: u64) -> Latency {
     values.sort_by(|a, b| a.total_cmp(b));
     Latency {
         p50: percentile(&values, 0.5),
+        p90: percentile(&values, 0.9),
         p99: percentile(&values, 0.99),
         lost: total.saturating_sub(values.len() as u64),
     }
 }
 
-pub(crate) async fn bare_echo_latency(port: u16, rate: u32, seconds: u64) -> Latency {
-    let (_, echo, task) = subscriber(port, "bench/trigger/+", QoS::AtMostOnce, true, None).await;
-    let result = latency(port, rate, seconds).await;
+pub(crate) async fn bare_echo_latency(port: u16, rate: u32, seconds: u64, qos: QoS) -> Latency {
+    let (_, echo, task) = subscriber(port, "bench/trigger/+", qos, true, None).await;
+    let result = latency(port, rate, seconds, qos).await;
     let _ = echo.disconnect().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     task.abort();
     result
 }
 
-pub(crate) async fn engine_latency(port: u16, work: &Path, rate: u32, seconds: u64, run: usize) -> Latency {
+pub(crate) async fn engine_latency(
+    port: u16,
+    work: &Path,
+    rate: u32,
+    seconds: u64,
+    run: usize,
+    qos: QoS,
+) -> Latency {
     let dir = work.join(format!("latency-{rate}-{run}"));
     std::fs::create_dir_all(&dir).unwrap();
     let id = format!("hwbench-l-{run}-{}", free_port());
     let db = dir.join("history.db");
     let config = engine_config(&dir, port, QoS::AtLeastOnce, &id, &db);
     let engine = Engine::start(&config, port, &id, &db).await;
-    let result = latency(port, rate, seconds).await;
+    let result = latency(port, rate, seconds, qos).await;
     engine.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     result

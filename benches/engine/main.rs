@@ -14,6 +14,12 @@
 //! - `quick`: about a minute, smaller counts and a 1M-row history;
 //! - `ingest`: only the ingest rates and the disk figure, full counts (to try a change to the hot path);
 //! - `dispatch`: only the in-process rule dispatch (no broker), the loop to profile with callgrind;
+//! - `sdcard`: what the engine writes per stored message and its fsyncs per second at a house's rates
+//!   (2, 20 and 200 msg/s, QoS 0 and 1, 40 zigbee2mqtt-style topics, one rule reading every message,
+//!   a history of 400,000 messages to start from), through a Mosquitto with its default settings;
+//!   about 6 minutes (`HOMEWRIGHT_BENCH_COMMIT_INTERVAL` sets `database.commit_interval`);
+//! - `latency`: a rule answering every message at 1,000 msg/s QoS 1 through a Mosquitto with its
+//!   default in-flight window of 20 (and Nagle off), beside a bare rumqttc echo; about a minute;
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -37,6 +43,7 @@ mod latency;
 #[allow(dead_code)]
 mod mosquitto;
 mod process;
+mod sdcard;
 
 use clients::*;
 use footprint::*;
@@ -45,6 +52,7 @@ use inprocess::*;
 use latency::*;
 use mosquitto::Mosquitto;
 use process::*;
+use sdcard::*;
 
 const BUILT: &str = env!("CARGO_BIN_EXE_homewright");
 
@@ -116,6 +124,14 @@ fn main() {
     }
     if mode == "soak" {
         runtime.block_on(soak());
+        return;
+    }
+    if mode == "sdcard" {
+        runtime.block_on(sdcard());
+        return;
+    }
+    if mode == "latency" {
+        runtime.block_on(latency_default_broker(plan));
         return;
     }
     if mode == "store" {
@@ -260,10 +276,18 @@ async fn bench(plan: Plan) {
         let (mut p50s, mut p99s, mut lost, mut bare50, mut bare99) =
             (Vec::new(), Vec::new(), 0u64, Vec::new(), Vec::new());
         for run in 0..plan.runs.min(3) {
-            let bare = bare_echo_latency(port, rate, plan.latency_seconds).await;
+            let bare = bare_echo_latency(port, rate, plan.latency_seconds, QoS::AtMostOnce).await;
             bare50.push(bare.p50);
             bare99.push(bare.p99);
-            let e = engine_latency(port, work.path(), rate, plan.latency_seconds, 200 + run).await;
+            let e = engine_latency(
+                port,
+                work.path(),
+                rate,
+                plan.latency_seconds,
+                200 + run,
+                QoS::AtMostOnce,
+            )
+            .await;
             p50s.push(e.p50);
             p99s.push(e.p99);
             lost += e.lost;

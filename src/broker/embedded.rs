@@ -306,6 +306,7 @@ mod tests {
         let login = OneLogin::new(&Credentials {
             username: "alice".into(),
             password: crate::config::Secret::new("s3cret".into()),
+            kept_in: None,
         });
         assert!(login.accepts(Some("alice"), Some(b"s3cret")));
         assert!(!login.accepts(Some("alice"), Some(b"s3cre")));

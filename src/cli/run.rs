@@ -21,6 +21,9 @@ const WORKER_THREADS: usize = 1;
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
     crate::os::memory::return_large_blocks();
+    if let Some(warning) = config.mqtt.credentials.as_ref().and_then(|c| c.exposure()) {
+        tracing::warn!("{warning}");
+    }
     let runtime = runtime().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

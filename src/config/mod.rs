@@ -92,6 +92,26 @@ impl MqttConfig {
 pub struct Credentials {
     pub username: String,
     pub password: Secret,
+    /// The file the password was read from (the config itself, or `mqtt.password_file`); `None` for
+    /// `mqtt.password_env`.
+    pub kept_in: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// A warning when other users of the machine can read the file holding the password.
+    pub fn exposure(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let file = self.kept_in.as_ref()?;
+        let mode = std::fs::metadata(file).ok()?.permissions().mode();
+        (mode & 0o004 != 0).then(|| {
+            format!(
+                "{} holds the MQTT password and every user of this machine can read it (mode {:o}): run `chmod o-r {}`, or keep the password in mqtt.password_file or mqtt.password_env",
+                file.display(),
+                mode & 0o777,
+                file.display()
+            )
+        })
+    }
 }
 
 /// A password: its `Debug` and `Display` never show the value.
@@ -159,7 +179,18 @@ pub struct DatabaseConfig {
     pub retention: Vec<Retention>,
     /// How long the trace of each rule run is kept.
     pub rule_runs_keep: Duration,
+    /// Longest a received message waits for its commit (QoS 1/2 messages are committed sooner when the
+    /// broker's in-flight window asks for it): what a power cut can cost at QoS 0.
+    pub commit_interval: Duration,
 }
+
+/// `database.commit_interval` when not configured: long enough that a commit carries a house's
+/// messages of several seconds (an SD card wears by the pages each commit rewrites), short enough that
+/// a power cut costs little at QoS 0 and the history is seconds behind at most.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The longest `database.commit_interval` accepted.
+pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One retention rule: messages on topics matching `topics` are deleted once older than `keep`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +207,8 @@ pub struct RulesConfig {
     pub max_operations: u64,
     /// Wall-clock time one run may take before it is stopped.
     pub timeout: Duration,
+    /// When a rule that feeds itself is paused.
+    pub loop_guard: crate::rules::pace::LoopGuard,
 }
 
 /// The Prometheus endpoint.
@@ -233,4 +266,35 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     from_yaml(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_password_file_others_can_read_is_named_and_a_private_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("homewright.yaml");
+        std::fs::write(&file, "mqtt: { password: x }").unwrap();
+        let credentials = Credentials {
+            username: "alice".into(),
+            password: Secret::new("x".into()),
+            kept_in: Some(file.clone()),
+        };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = credentials.exposure().unwrap_or_default();
+        assert!(
+            warning.contains("(mode 644)") && warning.contains("chmod o-r"),
+            "{warning}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(credentials.exposure(), None);
+        let from_env = Credentials {
+            kept_in: None,
+            ..credentials
+        };
+        assert_eq!(from_env.exposure(), None);
+    }
 }

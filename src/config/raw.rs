@@ -67,6 +67,8 @@ pub struct RawDatabase {
     pub retention: Option<Vec<RawRetention>>,
     /// How long `rule_runs` rows are kept, e.g. `14d`.
     pub rule_runs_keep: Option<String>,
+    /// Longest a received message waits before it is committed, e.g. `10s`.
+    pub commit_interval: Option<String>,
 }
 
 /// `location:` for sunrise/sunset and local time.
@@ -93,6 +95,8 @@ pub struct RawRules {
     pub dir: Option<String>,
     pub max_operations: Option<u64>,
     pub timeout: Option<String>,
+    pub loop_guard_rate: Option<u32>,
+    pub loop_guard_pause: Option<String>,
 }
 
 /// `metrics:` the optional Prometheus endpoint.

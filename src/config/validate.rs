@@ -49,6 +49,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
             raw.database.rule_runs_keep.as_deref(),
             Duration::from_secs(14 * 86_400),
         ),
+        commit_interval: check.commit_interval(&raw),
     };
     let rules = check.rules(&raw, &base_dir);
     let location = check.location(&raw);
@@ -132,6 +133,23 @@ impl Checker<'_> {
                 default
             }
         }
+    }
+
+    fn commit_interval(&mut self, raw: &RawConfig) -> Duration {
+        let key = "database.commit_interval";
+        let default = super::DEFAULT_COMMIT_INTERVAL;
+        let interval = self.duration(key, raw.database.commit_interval.as_deref(), default);
+        if interval > super::MAX_COMMIT_INTERVAL {
+            self.problem(
+                key,
+                format!(
+                    "at most {}s: a power cut loses up to this much of the QoS 0 messages",
+                    super::MAX_COMMIT_INTERVAL.as_secs()
+                ),
+            );
+            return default;
+        }
+        interval
     }
 
     fn broker(&mut self, raw: &RawConfig, base_dir: &Path, database: &Path) -> BrokerConfig {
@@ -400,10 +418,16 @@ impl Checker<'_> {
         } else {
             None
         };
+        let kept_in = if raw.password.is_some() {
+            Some(self.source.to_path_buf())
+        } else {
+            raw.password_file.as_deref().map(|file| self.relative(file))
+        };
         match (&raw.username, password) {
             (Some(username), password) => Some(Credentials {
                 username: username.clone(),
                 password: Secret::new(password.unwrap_or_default()),
+                kept_in,
             }),
             (None, Some(_)) => {
                 self.problem("mqtt.username", "a password is set but no username");
@@ -503,10 +527,23 @@ impl Checker<'_> {
         if timeout.is_zero() {
             self.problem("rules.timeout", "must be longer than 0s");
         }
+        let defaults = crate::rules::pace::LoopGuard::default();
+        let pause = self.duration(
+            "rules.loop_guard_pause",
+            raw.rules.loop_guard_pause.as_deref(),
+            Duration::from_millis(defaults.pause.unsigned_abs()),
+        );
+        if pause.is_zero() {
+            self.problem("rules.loop_guard_pause", "must be longer than 0s");
+        }
         RulesConfig {
             dir: resolve(base_dir, raw.rules.dir.as_deref().unwrap_or("rules")),
             max_operations,
             timeout,
+            loop_guard: crate::rules::pace::LoopGuard {
+                rate: raw.rules.loop_guard_rate.unwrap_or(defaults.rate),
+                pause: i64::try_from(pause.as_millis()).unwrap_or(i64::MAX),
+            },
         }
     }
 }
@@ -593,6 +630,24 @@ mod tests {
                 "/etc/hw/homewright.yaml:4:3: location.timezone: `Mars/Olympus` is not an IANA time zone (e.g. Europe/Amsterdam)",
                 "/etc/hw/homewright.yaml:2:3: location.latitude: 95 is outside -90..90",
             ]
+        );
+    }
+
+    #[test]
+    fn commit_interval_has_a_default_and_a_ceiling() {
+        let config = parse("database:\n  path: h.db\n").unwrap();
+        assert_eq!(
+            config.database.commit_interval,
+            crate::config::DEFAULT_COMMIT_INTERVAL
+        );
+        let config = parse("database:\n  commit_interval: 500ms\n").unwrap();
+        assert_eq!(config.database.commit_interval, Duration::from_millis(500));
+        let errors = parse("database:\n  commit_interval: 2m\n").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("database.commit_interval") && e.contains("at most 60s")),
+            "{errors:?}"
         );
     }
 

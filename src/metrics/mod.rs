@@ -61,6 +61,9 @@ pub struct Metrics {
     pub actions: Counter,
     /// Actions that could not be performed.
     pub action_errors: Counter,
+    /// Publishes set aside from the outbox because the broker refused them (closed the connection
+    /// each time they were sent).
+    pub outbox_refused: Counter,
     latency: Histogram,
     rules: Mutex<BTreeMap<String, RuleCounts>>,
 }
@@ -81,6 +84,7 @@ impl Metrics {
             store_errors: Counter::new(),
             actions: Counter::new(),
             action_errors: Counter::new(),
+            outbox_refused: Counter::new(),
             latency: Histogram::new(),
             rules: Mutex::new(BTreeMap::new()),
         }
@@ -161,6 +165,12 @@ impl Metrics {
             "action_errors",
             "Actions that could not be performed.",
             &self.action_errors,
+        );
+        counter(
+            &mut out,
+            "outbox_refused",
+            "Publishes the broker refused, set aside from the outbox (table outbox_refused).",
+            &self.outbox_refused,
         );
         self.render_rules(&mut out);
         let mut depths = String::new();

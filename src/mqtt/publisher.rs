@@ -61,6 +61,11 @@ pub const PUBLISH_INFLIGHT: u16 = 20;
 /// unacknowledged), and small enough that a connection that fails mid-replay has little to send twice.
 pub const REPLAY_WINDOW: usize = PUBLISH_INFLIGHT as usize - 1;
 
+/// Times a publish may be alone in flight when the connection fails before it is set aside as refused
+/// by the broker (see `Publisher::blame_window`). More than one, so a broker restart at the wrong
+/// moment does not cost a good publish.
+pub const REFUSALS: i64 = 3;
+
 /// How long a live publish waits before trying again when rumqttc's request channel is full.
 const CHANNEL_FULL_PAUSE: Duration = Duration::from_millis(5);
 
@@ -82,7 +87,7 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a publish could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("cannot publish to `{0}`: not a valid topic name")]
+    #[error("cannot publish: {0}")]
     InvalidTopic(String),
     #[error("cannot publish {size} bytes to `{topic}`: larger than mqtt.max_packet_size ({limit} bytes)")]
     TooLarge {
@@ -127,8 +132,10 @@ impl PublishHandle {
         level: u8,
         retain: bool,
     ) -> Result<(), PublishError> {
-        if !super::topic::valid_topic(topic) {
-            return Err(PublishError::InvalidTopic(topic.to_string()));
+        // Rules are checked where they publish; this also guards every other caller, since a topic the
+        // broker refuses would cost the connection and, from the outbox, every reconnect after it.
+        if let Some(problem) = super::topic::publish_problem(topic) {
+            return Err(PublishError::InvalidTopic(problem));
         }
         let size = topic.len() + payload.len() + PUBLISH_OVERHEAD;
         if size > self.max_packet_size {
@@ -195,6 +202,8 @@ pub struct Publisher {
     route: Arc<Mutex<Route>>,
     store: Store,
     replay: Replay,
+    /// Outbox rows still to replay one at a time, after a connection failed with several in flight.
+    careful: usize,
 }
 
 impl Publisher {
@@ -224,6 +233,7 @@ impl Publisher {
             route,
             store,
             replay: Replay::default(),
+            careful: 0,
         };
         Ok((publisher, handle))
     }
@@ -262,6 +272,7 @@ impl Publisher {
                 Err(_) if disconnect_by.is_some() => break,
                 Err(rumqttc::ConnectionError::RequestsDone) => break,
                 Err(e) => {
+                    self.blame_window().await;
                     self.spill().await;
                     if shutdown.is_cancelled() {
                         info!("stopping without a broker: what rules publish is kept in the outbox");
@@ -335,11 +346,52 @@ impl Publisher {
         drop(route);
     }
 
+    /// The connection failed while outbox rows were in flight. A broker closes the connection over a
+    /// publish it refuses (Mosquitto does for a NUL in the topic), and the replay would send that
+    /// publish first again at every reconnect, for ever, with every later publish behind it. So after
+    /// such a failure the next rows go one at a time, and a row alone in flight when the connection
+    /// fails [`REFUSALS`] times is set aside in `outbox_refused`, logged and counted.
+    async fn blame_window(&mut self) {
+        let in_flight = self.replay.in_flight();
+        let [(id, topic)] = in_flight.as_slice() else {
+            if !in_flight.is_empty() {
+                self.careful = REPLAY_WINDOW;
+            }
+            return;
+        };
+        if self.replay.size > 1 {
+            self.careful = REPLAY_WINDOW;
+            return;
+        }
+        let attempts = match self.store.outbox_failed(*id).await {
+            Ok(attempts) => attempts,
+            Err(e) => {
+                warn!("cannot count a failed delivery from the outbox: {e}");
+                return;
+            }
+        };
+        if attempts < REFUSALS {
+            return;
+        }
+        match self.store.refuse_outbox_row(*id).await {
+            Ok(()) => {
+                crate::metrics::METRICS.outbox_refused.add(1);
+                crate::metrics::METRICS.action_errors.add(1);
+                error!(
+                    "the broker closed the connection each of the {attempts} times the publish to `{}` was sent: set aside (table outbox_refused, id {id}) so the publishes behind it go out",
+                    topic.escape_debug()
+                );
+            }
+            Err(e) => warn!("cannot set aside a publish the broker refuses: {e}"),
+        }
+    }
+
     /// Hands the next window of outbox rows to the connection, or, when the outbox is empty, makes the
     /// route live.
     async fn next_window(&mut self) {
         let mut route = self.route.lock().await;
-        let rows = match self.store.outbox_after(self.replay.cursor, REPLAY_WINDOW).await {
+        let size = if self.careful > 0 { 1 } else { REPLAY_WINDOW };
+        let rows = match self.store.outbox_after(self.replay.cursor, size).await {
             Ok(rows) => rows,
             Err(e) => {
                 // Retried after the next acknowledgement or reconnect; publishes wait in the outbox.
@@ -358,6 +410,7 @@ impl Publisher {
         }
         *route = Route::Outbox;
         self.replay.active = true;
+        self.replay.size = rows.len();
         for (id, queued) in rows {
             let mut publish = rumqttc::Publish::from_bytes(queued.topic, qos(queued.qos), queued.payload);
             publish.retain = queued.retain;
@@ -369,6 +422,9 @@ impl Publisher {
 
     /// Removes the window the broker acknowledged from the outbox and starts the next one.
     async fn finish_window(&mut self) {
+        if self.replay.size == 1 {
+            self.careful = self.careful.saturating_sub(1);
+        }
         let done = std::mem::take(&mut self.replay.done);
         if let Err(e) = self.store.remove_from_outbox(&done).await {
             // They were delivered; removing them later is enough. A restart before that sends them again.
@@ -411,6 +467,8 @@ struct Replay {
     stalled: bool,
     /// The last outbox id handed over.
     cursor: i64,
+    /// Rows in the current window.
+    size: usize,
     /// Rows queued in rumqttc, not yet written.
     unsent: VecDeque<(i64, rumqttc::Publish)>,
     /// Rows written, by packet id, waiting for their acknowledgement.
@@ -453,6 +511,17 @@ impl Replay {
         if let Some((id, _)) = self.awaiting.remove(&pkid) {
             self.done.push(id);
         }
+    }
+
+    /// The window's rows not yet delivered: their outbox ids and topics.
+    fn in_flight(&self) -> Vec<(i64, String)> {
+        let row = |(id, publish): &(i64, rumqttc::Publish)| (*id, publish.topic.clone());
+        self.unsent
+            .iter()
+            .chain(self.awaiting.values())
+            .chain(self.held.iter().map(|(_, row)| row))
+            .map(row)
+            .collect()
     }
 
     fn window_done(&self) -> bool {

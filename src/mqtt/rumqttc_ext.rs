@@ -7,12 +7,12 @@
 //! broker answers a reconnect without our session, so the publisher moves them to its outbox itself
 //! ([`take_pending`], [`forget_unpolled_events`], [`requeue`], [`same_publish`]); and the subscriber
 //! acknowledges a committed batch with one write instead of one event per acknowledgement
-//! ([`write_direct`]).
+//! ([`write_direct`]) and completes any QoS 2 release the broker sends ([`accept_any_pubrel`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rumqttc::{EventLoop, Packet, Publish, Request};
+use rumqttc::{EventLoop, Incoming, Packet, Publish, QoS, Request};
 
 /// Forgets the events a failed connection left unpolled.
 ///
@@ -51,6 +51,42 @@ pub fn same_publish(ours: &Publish, returned: &Publish) -> bool {
         && ours.retain == returned.retain
         && ours.payload.len() == returned.payload.len()
         && (ours.payload.is_empty() || ours.payload.as_ptr() == returned.payload.as_ptr())
+}
+
+/// Makes the next connection answer a PUBREL for any packet id with PUBCOMP, as MQTT 3.1.1
+/// (section 4.3.3) requires of a receiver, instead of failing the connection. Call it after every
+/// ConnAck of a connection that receives QoS 2 messages.
+///
+/// Why: rumqttc forgets on every reconnect which QoS 2 messages it received, and treats the PUBREL
+/// the broker sends again for a message we had answered with PUBREC as unsolicited: it drops the
+/// connection, the broker sends the PUBREL again on the next one, and ingest never moves again.
+/// Answering PUBCOMP is right for any id: we send PUBREC only once a message is committed, so a
+/// PUBREL always concerns a message already stored, whichever connection or run received it.
+///
+/// Assumes: `MqttState::handle_incoming_packet` with a QoS 2 `Publish` and manual acknowledgements
+/// (which the ingest connection uses) only records the packet id in the set a PUBREL is checked
+/// against (`incoming_pub`, cleared by `MqttState::clean` on every reconnect), answers nothing, and
+/// queues the publish as an event, which is discarded here; `poll` returns the ConnAck before it reads
+/// anything more from the connection, so this runs before the broker's first PUBREL is read.
+pub fn accept_any_pubrel(eventloop: &mut EventLoop) {
+    debug_assert!(
+        eventloop.state.manual_acks,
+        "would send a PUBREC for every packet id"
+    );
+    if !eventloop.state.manual_acks {
+        return;
+    }
+    let queued = std::mem::take(&mut eventloop.state.events);
+    for pkid in 1..=u16::MAX {
+        let mut marker = Publish::new("", QoS::ExactlyOnce, Vec::new());
+        marker.pkid = pkid;
+        let _ = eventloop.state.handle_incoming_packet(Incoming::Publish(marker));
+        // Emptied as it goes, so the markers never take more than a few kilobytes.
+        if eventloop.state.events.len() >= 256 {
+            eventloop.state.events.clear();
+        }
+    }
+    eventloop.state.events = queued;
 }
 
 /// Why [`write_direct`] wrote nothing, or not everything.
@@ -299,5 +335,34 @@ mod tests {
         })
         .await;
         assert!(redelivered.is_err(), "redelivered: {redelivered:?}");
+    }
+
+    /// [`accept_any_pubrel`]: every packet id is completed, and events already queued are kept.
+    #[test]
+    fn a_pubrel_for_an_unknown_id_is_completed_and_queued_events_are_kept() {
+        let mut options = MqttOptions::new("t", "127.0.0.1", 1883);
+        options.set_manual_acks(true);
+        let mut eventloop = EventLoop::new(options, 10);
+        let unrelated = rumqttc::Event::Incoming(Packet::PingResp);
+        eventloop.state.events.push_back(unrelated.clone());
+        // What rumqttc 0.25.1 does on its own: the connection fails.
+        let mut plain = eventloop.state.clone();
+        assert!(
+            plain
+                .handle_incoming_packet(Incoming::PubRel(rumqttc::PubRel::new(7409)))
+                .is_err()
+        );
+
+        accept_any_pubrel(&mut eventloop);
+        assert_eq!(eventloop.state.events, [unrelated]);
+        for pkid in [1, 7409, u16::MAX] {
+            let answer = eventloop
+                .state
+                .handle_incoming_packet(Incoming::PubRel(rumqttc::PubRel::new(pkid)));
+            assert_eq!(
+                answer.ok().flatten(),
+                Some(Packet::PubComp(rumqttc::PubComp::new(pkid)))
+            );
+        }
     }
 }

@@ -13,7 +13,12 @@
 //!   outgrew it, ingest waited for room, the poll loop waited for ingest, and ingest stopped for good.
 //!   It was also one `write` per message, on the core the broker needs.
 //! - Subscriptions are renewed after every ConnAck, so a broker that lost our session still sends.
+//! - A PUBREL is answered with PUBCOMP whatever its packet id, on every connection: the broker sends
+//!   it again after a reconnect or a restart for a message we had already stored and answered with
+//!   PUBREC, and rumqttc alone would drop the connection over it every time
+//!   ([`rumqttc_ext::accept_any_pubrel`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
@@ -27,6 +32,7 @@ use super::rumqttc_ext::{self, DirectWriteError};
 use super::{Backoff, TlsError, describe, network_options, options, qos};
 use crate::config::MqttConfig;
 use crate::event::{Event, Message, now_millis};
+use crate::os::health::IngestProgress;
 
 /// Capacity of the ingest connection's request channel: subscriptions and the DISCONNECT travel through
 /// it (acknowledgements do not, see the module doc).
@@ -66,6 +72,7 @@ pub struct AckToken {
 /// Dropping every `Acker` tells the subscriber that ingest is done.
 pub struct Acker {
     batches: mpsc::UnboundedSender<Vec<AckToken>>,
+    progress: Arc<IngestProgress>,
 }
 
 impl Acker {
@@ -79,6 +86,12 @@ impl Acker {
             return Ok(());
         }
         self.batches.send(tokens).map_err(|_| AckerClosed)
+    }
+
+    /// Ingest is done with `messages` received messages (stored, or acknowledged without storing):
+    /// what the watchdog counts as progress.
+    pub fn finished(&self, messages: usize) {
+        self.progress.finished(messages);
     }
 }
 
@@ -94,6 +107,7 @@ pub struct Subscriber {
     eventloop: EventLoop,
     forward: Option<Forward>,
     acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
+    progress: Arc<IngestProgress>,
 }
 
 impl Subscriber {
@@ -102,6 +116,7 @@ impl Subscriber {
         config: &MqttConfig,
         to_ingest: mpsc::Sender<Incoming>,
         to_rules: flume::Sender<Event>,
+        progress: Arc<IngestProgress>,
     ) -> Result<(Subscriber, Acker), TlsError> {
         let mut mqtt_options = options(config, config.client_id.clone())?;
         // rumqttc drops the connection on an incoming packet above its limit, without a chance to
@@ -114,12 +129,16 @@ impl Subscriber {
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
         eventloop.set_network_options(network_options());
         let (batches, acks) = mpsc::unbounded_channel();
-        let acker = Acker { batches };
+        let acker = Acker {
+            batches,
+            progress: Arc::clone(&progress),
+        };
         let forward = Some(Forward {
             ingest: to_ingest,
             rules: Some(to_rules),
             max_packet_size: config.max_packet_size,
             dropped: 0,
+            progress: Arc::clone(&progress),
         });
         let subscriber = Subscriber {
             config: config.clone(),
@@ -127,6 +146,7 @@ impl Subscriber {
             eventloop,
             forward,
             acks,
+            progress,
         };
         Ok((subscriber, acker))
     }
@@ -179,6 +199,7 @@ impl Subscriber {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
                         link.connected(connack.session_present);
                         connection += 1;
+                        rumqttc_ext::accept_any_pubrel(&mut self.eventloop);
                         self.subscribe();
                     }
                     Ok(MqttEvent::Incoming(Packet::SubAck(suback))) => self.check_suback(&suback.return_codes),
@@ -197,6 +218,9 @@ impl Subscriber {
                             // Stopping anyway; what was not acknowledged is redelivered later.
                             warn!("ingest connection failed while stopping: {e}");
                             return;
+                        }
+                        if link.connected {
+                            self.progress.session_lost(&e.to_string());
                         }
                         let pause = link.failed(&e);
                         tokio::select! {
@@ -264,6 +288,7 @@ struct Forward {
     max_packet_size: usize,
     /// Messages dropped for their size since start.
     dropped: u64,
+    progress: Arc<IngestProgress>,
 }
 
 impl Forward {
@@ -275,6 +300,8 @@ impl Forward {
     /// log).
     async fn send(&mut self, publish: rumqttc::Publish, connection: u64) -> bool {
         crate::metrics::METRICS.received.add(1);
+        // Counted before the wait for room in ingest's queue: a message waiting there waits for ingest.
+        self.progress.forwarded();
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             qos => Some(AckToken {

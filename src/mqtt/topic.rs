@@ -11,6 +11,63 @@ pub fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && rumqttc::valid_topic(topic)
 }
 
+/// The longest topic MQTT can carry: its length is a two-byte field.
+pub const MAX_TOPIC_BYTES: usize = 65_535;
+
+/// Why a rule may not publish to `topic`, or None when it may.
+///
+/// Checked where the publish is made, so the rule's run fails at its line: a topic the broker refuses
+/// must never reach the connection. Mosquitto closes the connection over a NUL or another control
+/// character, a wildcard or a topic longer than [`MAX_TOPIC_BYTES`], and a publish that sat in the
+/// outbox would then be sent again at every reconnect; a `$` topic is the broker's own (`$SYS/...`), and
+/// a publish there is dropped without a word.
+pub fn publish_problem(topic: &str) -> Option<String> {
+    if topic.is_empty() {
+        return Some("the topic is empty".into());
+    }
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Some(format!(
+            "the topic is {} bytes long; MQTT allows at most {MAX_TOPIC_BYTES}",
+            topic.len()
+        ));
+    }
+    let shown = shown(topic);
+    if topic.starts_with('$') {
+        return Some(format!(
+            "`{shown}` starts with `$`, which brokers keep for themselves ($SYS/...): a publish there is dropped"
+        ));
+    }
+    if let Some((at, c)) = topic.char_indices().find(|(_, c)| matches!(c, '+' | '#')) {
+        return Some(format!(
+            "`{shown}` holds the wildcard `{c}` at byte {at}: wildcards are for subscribing, not publishing"
+        ));
+    }
+    if let Some((at, c)) = topic.char_indices().find(|(_, c)| refused_by_brokers(*c)) {
+        return Some(format!(
+            "`{shown}` holds the character {:?} (U+{:04X}) at byte {at}, which brokers refuse in a topic",
+            c, c as u32
+        ));
+    }
+    None
+}
+
+/// Control characters (NUL among them) and Unicode non-characters: MQTT forbids U+0000 and asks not
+/// to use the others, and Mosquitto closes the connection of a client that sends any of them.
+fn refused_by_brokers(c: char) -> bool {
+    let code = c as u32;
+    c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
+}
+
+/// A topic as an error message shows it: escaped, and cut short when long.
+fn shown(topic: &str) -> String {
+    const SHOWN: usize = 80;
+    let escaped: String = topic.escape_debug().collect();
+    match escaped.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &escaped[..cut]),
+        None => escaped,
+    }
+}
+
 /// Whether `topic` matches `filter`, per MQTT 3.1.1 section 4.7: `+` is one whole level, `#` the rest
 /// (including the parent level itself), and a topic starting with `$` is matched only by a filter that
 /// does not start with a wildcard.
@@ -71,6 +128,27 @@ mod tests {
         assert!(matches("Žlutý kůň/teplota", "Žlutý kůň/+"));
         assert!(!matches("Ölstand/tank", "Olstand/tank"));
         assert!(matches("$Ölstand", "$Ölstand") && !matches("$Ölstand", "#"));
+    }
+
+    #[test]
+    fn topics_a_broker_refuses_are_named_with_the_reason() {
+        assert_eq!(publish_problem("zigbee2mqtt/Ölstand"), None);
+        assert_eq!(publish_problem(&"a".repeat(MAX_TOPIC_BYTES)), None);
+        let problem = |t: &str| publish_problem(t).unwrap_or_default();
+        assert!(problem("").contains("empty"));
+        assert!(problem(&"a".repeat(MAX_TOPIC_BYTES + 1)).contains("65536 bytes"));
+        assert!(problem("$SYS/x").contains("starts with `$`"));
+        assert!(problem("a/+/b").contains("wildcard `+` at byte 2"));
+        assert!(problem("a/#").contains("wildcard `#`"));
+        let nul = problem("p2/a\0b");
+        assert!(
+            nul.contains("U+0000") && nul.contains("byte 4") && nul.contains("p2/a\\0b"),
+            "{nul}"
+        );
+        assert!(problem("a\u{1}").contains("U+0001"));
+        assert!(problem("a\u{ffff}").contains("U+FFFF"));
+        let long = problem(&format!("{}\0", "x".repeat(200)));
+        assert!(long.len() < 250, "the topic is cut short: {long}");
     }
 
     mod properties {

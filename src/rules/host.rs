@@ -14,7 +14,7 @@ use rhai::{Dynamic, FnPtr, Position};
 use crate::event::{Action, Message, Output};
 use crate::relays::model::{Cause, Op as RelayOp, RelayModel};
 use crate::scheduler::{Clock, Due, Location, Recurrence, Schedule};
-use crate::store::{HistoryReader, QueryResult, SqlValue};
+use crate::store::{Bounds, HistoryReader, QueryResult, SqlValue};
 
 /// Topics whose latest message the rule thread remembers for `last()`; beyond this it starts afresh.
 pub const RECENT_TOPICS: usize = 10_000;
@@ -23,15 +23,32 @@ pub const RECENT_TOPICS: usize = 10_000;
 /// broker.
 pub const MAX_ACTIONS_PER_RUN: usize = 1_000;
 
+/// What one `sql()` call may return: enough for a rule's look at the history (a day of a sensor at a
+/// reading a minute is 1,440 rows), small enough that the result and the Rhai array made of it stay
+/// within a few times 4 MiB on a Pi. A bigger result fails the run with a hint to add a LIMIT.
+pub const SQL_BOUNDS: Bounds = Bounds {
+    rows: 10_000,
+    bytes: 4 << 20,
+};
+
 /// What a trigger reacts to.
 #[derive(Debug, Clone)]
 pub enum TriggerKind {
-    /// `on_message(filter, |msg| ..)`
-    Message { filter: String },
+    /// `on_message(filter, |msg| ..)`, optionally debounced or throttled.
+    Message { filter: String, pacing: Option<Pacing> },
     /// `on_start(|| ..)`
     Start,
     /// `on_change(filter, |old, new| ..)`: a topic's payload differs from its previous one.
-    Change { filter: String },
+    Change { filter: String, pacing: Option<Pacing> },
+    /// `on_held(filter, |msg| condition, duration, |msg| ..)`: every message on a topic kept
+    /// `condition` true for `duration` ms.
+    Held {
+        filter: String,
+        condition: FnPtr,
+        duration: i64,
+    },
+    /// `on_silent(filter, duration, |topic, last| ..)`: a topic received nothing for `duration` ms.
+    Silent { filter: String, duration: i64 },
     /// `every`, `cron`, `at_sunrise`, `at_sunset`.
     Timed {
         name: &'static str,
@@ -47,9 +64,19 @@ impl TriggerKind {
             TriggerKind::Message { .. } => "on_message",
             TriggerKind::Start => "on_start",
             TriggerKind::Change { .. } => "on_change",
+            TriggerKind::Held { .. } => "on_held",
+            TriggerKind::Silent { .. } => "on_silent",
             TriggerKind::Timed { name, .. } => name,
         }
     }
+}
+
+/// `#{ debounce: "2s" }` or `#{ throttle: "1m" }` before the closure of `on_message` and `on_change`, in
+/// ms: per topic, run once the topic has been quiet that long, or at most once per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    Debounce(i64),
+    Throttle(i64),
 }
 
 /// The closure of a timer.
@@ -129,6 +156,20 @@ struct State {
     timers: HashMap<i64, OneShot>,
     next_timer_id: i64,
     relays: RelayModel,
+    /// Topics rules published to, see [`Host::published_by_rules`].
+    published: foldhash::HashSet<Arc<str>>,
+}
+
+/// Remembers that a rule published to `topic`, within [`RECENT_TOPICS`] (topics that carry ids would
+/// otherwise grow it forever; forgetting only delays the loop guard).
+fn note_published(published: &mut foldhash::HashSet<Arc<str>>, topic: &str) {
+    if published.contains(topic) {
+        return;
+    }
+    if published.len() >= RECENT_TOPICS {
+        published.clear();
+    }
+    published.insert(Arc::from(topic));
 }
 
 /// Shared by every function registered on the engine.
@@ -409,12 +450,21 @@ impl Host {
         }
         let rule = Arc::clone(rule);
         state.actions += 1;
+        if let Action::Publish { topic, .. } = &action {
+            note_published(&mut state.published, topic);
+        }
         state.outputs.push(Output::Action {
             rule,
             ts: self.clock.now(),
             action,
         });
         Ok(())
+    }
+
+    /// Whether rules have published to `topic` since the engine started (for the loop guard).
+    pub fn published_by_rules(&self, topic: &str) -> bool {
+        let state = self.state();
+        !state.published.is_empty() && state.published.contains(topic)
     }
 
     /// `store_get(key)`.
@@ -488,7 +538,11 @@ impl Host {
         };
         services
             .runtime
-            .block_on(services.reader.query(query, params, deadline))
+            .block_on(
+                services
+                    .reader
+                    .query_bounded(query, params, deadline, Some(SQL_BOUNDS)),
+            )
             .map_err(|e| format!("sql: {e}"))
     }
 }

@@ -36,6 +36,8 @@ impl RuleSet {
                 info!(rule = %name, "{} reloaded", path.display());
                 self.last_failed.remove(&*name);
                 self.drop_orphaned_timers(&name, outputs);
+                self.rearm_watches(&name, outputs);
+                self.forget_paced(&name);
                 if let Some(rule) = self.rule(&name) {
                     self.run_on_start(rule, outputs);
                 }
@@ -77,5 +79,7 @@ impl RuleSet {
         for id in self.host.take_timers_of(name) {
             outputs.push(Output::TimerDone { id });
         }
+        self.forget_watches(name, |_| true, outputs);
+        self.forget_paced(name);
     }
 }

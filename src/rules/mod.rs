@@ -8,8 +8,11 @@
 pub mod api;
 pub mod diagnostic;
 pub mod engine;
+mod held;
 pub mod host;
 mod lifecycle;
+pub mod pace;
+mod paced;
 mod persist;
 mod set;
 mod timed;

@@ -30,6 +30,9 @@ pub struct Rule {
     pub path: PathBuf,
     pub(super) ast: AST,
     pub(super) triggers: Vec<Trigger>,
+    /// Each trigger's [`Rule::trigger_key`], kept for those looked up per message (`on_held`,
+    /// `on_silent`).
+    pub(super) keys: Vec<Arc<str>>,
     /// The text it was compiled from, to tell a real change from a repeated file event.
     source: String,
 }
@@ -49,6 +52,14 @@ impl Rule {
     pub(super) fn trigger_key(&self, index: usize) -> String {
         let describe = |t: &Trigger| match &t.kind {
             TriggerKind::Timed { recurrence, .. } => recurrence.describe(),
+            // The condition's closure is named after a hash of its text: an edited condition is a new
+            // trigger, whose holds start afresh.
+            TriggerKind::Held {
+                filter,
+                condition,
+                duration,
+            } => format!("on_held {filter} {duration}ms {}", condition.fn_name()),
+            TriggerKind::Silent { filter, duration } => format!("on_silent {filter} {duration}ms"),
             other => other.name().to_string(),
         };
         let own = describe(&self.triggers[index]);
@@ -85,8 +96,8 @@ pub(super) struct RunKind<'a> {
 pub struct RuleSet {
     pub(super) engine: Engine,
     pub(crate) host: Arc<Host>,
-    deadline: Arc<Deadline>,
-    timeout: Duration,
+    pub(super) deadline: Arc<Deadline>,
+    pub(super) timeout: Duration,
     pub(super) rules: Vec<Rule>,
     pub(crate) clock: Clock,
     /// The text of each rule file that failed to load last time, so a repeated event for the same broken
@@ -98,6 +109,13 @@ pub struct RuleSet {
     previous: foldhash::HashMap<Arc<str>, Message>,
     /// Timers and catch-up state from the last run, consumed at start.
     pub(crate) persisted: Persisted,
+    /// The topics each `on_held` and `on_silent` trigger watches, with their state.
+    pub(super) watches: super::held::Watches,
+    /// Debounced and throttled triggers' state per topic, see [`super::paced`].
+    pub(super) paced: super::paced::PacedTopics,
+    /// See [`super::pace`].
+    pub(super) loop_guard: super::pace::LoopGuard,
+    pub(super) paces: foldhash::HashMap<Arc<str>, super::pace::Pace>,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
     routes: foldhash::HashMap<String, Arc<[(usize, usize)]>>,
 }
@@ -132,6 +150,10 @@ impl RuleSet {
             base_topic: "homewright".into(),
             last_failed: HashMap::new(),
             persisted,
+            watches: Default::default(),
+            paced: Default::default(),
+            loop_guard: Default::default(),
+            paces: Default::default(),
             routes: Default::default(),
         }
     }
@@ -152,6 +174,7 @@ impl RuleSet {
             config.location.clone(),
         );
         rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);
+        rules.set_loop_guard(config.rules.loop_guard);
         rules
     }
 
@@ -188,13 +211,17 @@ impl RuleSet {
         result.map_err(|e| Diagnostic::from_eval(path, *e))?;
         self.rules.retain(|r| r.name != name);
         self.host.unschedule_rule(&name);
-        let rule = Rule {
+        let mut rule = Rule {
             name,
             path: path.to_path_buf(),
             source: text,
             ast,
             triggers,
+            keys: Vec::new(),
         };
+        rule.keys = (0..rule.triggers.len())
+            .map(|index| rule.trigger_key(index).into())
+            .collect();
         self.schedule_rule(&rule, self.clock.now());
         self.remember_watched(&rule);
         self.rules.push(rule);
@@ -230,7 +257,7 @@ impl RuleSet {
             .triggers
             .iter()
             .filter_map(|t| match &t.kind {
-                TriggerKind::Change { filter } => Some(filter.as_str()),
+                TriggerKind::Change { filter, .. } => Some(filter.as_str()),
                 _ => None,
             })
             .collect();
@@ -289,7 +316,16 @@ impl RuleSet {
         // One message for every trigger it fires: its JSON is then parsed at most once.
         let shared = RuleMessage::new(message.clone());
         let mut watched = false;
+        let fed = self.host.published_by_rules(&message.topic);
+        let mut admitted = (usize::MAX, true);
+        let mut paced = Vec::new();
         for &(r, t) in routes.iter() {
+            if admitted.0 != r {
+                admitted = (r, self.admit(r, &message.topic, fed, outputs));
+            }
+            if !admitted.1 {
+                continue;
+            }
             let rule = &self.rules[r];
             let trigger = &rule.triggers[t];
             let run = RunKind {
@@ -299,9 +335,21 @@ impl RuleSet {
                 late: false,
             };
             match &trigger.kind {
+                TriggerKind::Message {
+                    pacing: Some(pacing), ..
+                } => paced.push((r, t, *pacing, vec![Dynamic::from(shared.clone())])),
                 TriggerKind::Message { .. } => {
                     let arg = Dynamic::from(shared.clone());
                     self.run(rule, run, |e, ast| trigger.callback.call(e, ast, (arg,)), outputs);
+                }
+                TriggerKind::Change {
+                    pacing: Some(pacing), ..
+                } => {
+                    watched = true;
+                    if changed {
+                        let args = vec![old.clone(), Dynamic::from(shared.clone())];
+                        paced.push((r, t, *pacing, args));
+                    }
                 }
                 TriggerKind::Change { .. } => {
                     watched = true;
@@ -316,11 +364,17 @@ impl RuleSet {
                         );
                     }
                 }
+                TriggerKind::Held { .. } | TriggerKind::Silent { .. } => {
+                    self.watch_message(r, t, message, outputs)
+                }
                 _ => {}
             }
         }
         if watched {
             self.previous.insert(message.topic.clone(), message.clone());
+        }
+        for (r, t, pacing, args) in paced {
+            self.pace(r, t, pacing, &message.topic, args, outputs);
         }
     }
 
@@ -338,7 +392,10 @@ impl RuleSet {
             .flat_map(|(r, rule)| {
                 rule.triggers.iter().enumerate().filter_map(move |(t, trigger)| {
                     let filter = match &trigger.kind {
-                        TriggerKind::Message { filter } | TriggerKind::Change { filter } => filter,
+                        TriggerKind::Message { filter, .. }
+                        | TriggerKind::Change { filter, .. }
+                        | TriggerKind::Held { filter, .. }
+                        | TriggerKind::Silent { filter, .. } => filter,
                         _ => return None,
                     };
                     topic::matches(topic, filter).then_some((r, t))

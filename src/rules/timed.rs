@@ -24,6 +24,7 @@ impl RuleSet {
         }
         self.restore_timers(outputs);
         self.catch_up(outputs);
+        self.restore_watches(outputs);
     }
 
     /// Runs the `on_start` triggers of `rule`.
@@ -180,6 +181,10 @@ impl RuleSet {
                     outputs.push(Output::TimerDone { id });
                 }
                 Due::Relay { name } => self.relay_deadline(&name, at, &mut outputs),
+                Due::Paced { rule, index, topic } => self.fire_paced(&rule, index, &topic, now, &mut outputs),
+                Due::Watch { rule, index, topic } => {
+                    self.fire_watch(&rule, index, &topic, now, false, &mut outputs)
+                }
             }
         }
         outputs

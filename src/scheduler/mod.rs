@@ -26,6 +26,18 @@ pub enum Due {
     Timer { id: i64 },
     /// A relay's on_for or max_on deadline (skipped when it is stale).
     Relay { name: Arc<str> },
+    /// A debounced or throttled message trigger (number `index` of `rule`) may be due for `topic`.
+    Paced {
+        rule: Arc<str>,
+        index: usize,
+        topic: Arc<str>,
+    },
+    /// An `on_held` or `on_silent` trigger (number `index` of `rule`) may be due for `topic`.
+    Watch {
+        rule: Arc<str>,
+        index: usize,
+        topic: Arc<str>,
+    },
 }
 
 /// Deadlines in time order; equal deadlines keep the order they were added in.
@@ -57,10 +69,11 @@ impl Schedule {
         Some((at, due))
     }
 
-    /// Forgets the recurring triggers of `rule` (before it is loaded again).
+    /// Forgets the recurring triggers and topic watches of `rule` (before it is loaded again).
     pub fn remove_rule(&mut self, rule: &str) {
-        self.queue
-            .retain(|_, due| !matches!(due, Due::Trigger { rule: r, .. } if &**r == rule));
+        self.queue.retain(|_, due| {
+            !matches!(due, Due::Trigger { rule: r, .. } | Due::Watch { rule: r, .. } | Due::Paced { rule: r, .. } if &**r == rule)
+        });
     }
 }
 

@@ -219,6 +219,12 @@ impl Simulation {
         self.record(outputs)
     }
 
+    /// A rule file was saved (or removed) now: reloaded as the running engine's watcher would.
+    pub fn reload(&mut self, path: &Path) -> Result<(), StoreError> {
+        let outputs = self.rules.handle(&Event::RuleFile(path.to_path_buf()));
+        self.record(outputs)
+    }
+
     /// The value a rule stored under `key` with `store_set`, as JSON.
     pub fn stored(&self, key: &str) -> Option<serde_json::Value> {
         self.rules.stored(key)

@@ -29,7 +29,7 @@ use self::trace::ActionRecord;
 use crate::event::RuleRun;
 use crate::relays::model::RelayState;
 
-pub use query::{QueryResult, SqlValue};
+pub use query::{Bounds, QueryResult, SqlValue};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -80,6 +80,8 @@ pub struct Store {
     path: Arc<Path>,
     topic_ids: Arc<messages::TopicIds>,
     run_kinds: Arc<trace::RunKinds>,
+    /// Whether commits sync the disk (`synchronous = FULL`); a scratch history's do not.
+    durable: bool,
 }
 
 impl Store {
@@ -102,6 +104,7 @@ impl Store {
                 source,
             })?;
         }
+        create_private(path);
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -159,6 +162,7 @@ impl Store {
             path: Arc::from(path),
             topic_ids: Arc::default(),
             run_kinds: Arc::default(),
+            durable: matches!(synchronous, SqliteSynchronous::Full),
         };
         // Only the query planner's statistics: a failure (a busy lock, a full disk) must not stop the
         // engine; the hourly run tries again.
@@ -210,6 +214,8 @@ pub struct RecordBatch {
     pub trigger_runs: HashMap<(String, String), i64>,
     /// Latest state per relay.
     pub relays: HashMap<String, RelayState>,
+    /// Latest state per (rule, trigger, topic) of `on_held` and `on_silent`; `None`: forget it.
+    pub topic_watches: HashMap<(String, String, String), Option<(i64, bool)>>,
 }
 
 impl RecordBatch {
@@ -221,11 +227,19 @@ impl RecordBatch {
             + self.timers.len()
             + self.trigger_runs.len()
             + self.relays.len()
+            + self.topic_watches.len()
     }
 
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the batch holds rule runs and nothing else: the trace of runs that changed nothing
+    /// durable, which may wait longer and is written without a sync of its own (see
+    /// [`Store::write_records`]).
+    pub fn is_runs_only(&self) -> bool {
+        self.runs.len() == self.len()
     }
 }
 
@@ -309,6 +323,19 @@ impl HistoryReader {
             })?;
         Ok(HistoryReader { pool })
     }
+}
+
+/// Creates an empty database file readable by its owner and group only (0640; the umask may take more
+/// away): the history holds everything the house said, and SQLite gives its -wal and -shm files the
+/// mode of the database. An existing file keeps its mode. Any failure is left for SQLite to report
+/// when it opens the file.
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path);
 }
 
 /// A history at `path` migrated up to (not including) the migration named `description`, as an older

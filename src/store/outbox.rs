@@ -61,6 +61,24 @@ impl Store {
             .collect()
     }
 
+    /// Counts a failed delivery of row `id` (the connection failed while it was the only publish in
+    /// flight) and returns how many it has had; 0 when the row is gone.
+    pub async fn outbox_failed(&self, id: i64) -> Result<i64, StoreError> {
+        let attempts: Option<i64> =
+            sqlx::query_scalar("UPDATE outbox SET attempts = attempts + 1 WHERE id = ? RETURNING attempts")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(attempts.unwrap_or(0))
+    }
+
+    /// Moves row `id` from the outbox to `outbox_refused`, where nothing sends it again.
+    pub async fn refuse_outbox_row(&self, id: i64) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let result = refuse(&mut conn, id).await;
+        discard_on_error(&mut conn, result)
+    }
+
     /// Removes delivered rows.
     pub async fn remove_from_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
@@ -84,6 +102,24 @@ async fn push(conn: &mut SqliteConnection, publishes: &[QueuedPublish]) -> Resul
         });
         insert.build().execute(&mut *tx).await?;
     }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn refuse(conn: &mut SqliteConnection, id: i64) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "INSERT INTO outbox_refused (id, ts, topic, payload, qos, retain, refused_at) \
+         SELECT id, ts, topic, payload, qos, retain, ? FROM outbox WHERE id = ?",
+    )
+    .bind(now_millis())
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM outbox WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use futures_util::TryStreamExt;
+
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
@@ -11,6 +13,18 @@ use super::HistoryReader;
 
 /// SQLite's own operation budget between two checks of a query's deadline.
 const PROGRESS_INTERVAL_OPS: i32 = 10_000;
+
+/// How much one query may return; beyond either bound it fails instead of taking the memory. For
+/// rules' `sql()`: a Pi has 1-4 GB, and a query like `SELECT randomblob(1000000000)` once took 2 GB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most rows.
+    pub rows: usize,
+    /// Most bytes of values in all rows together (text and blobs by length, numbers as 8). Also
+    /// SQLite's own limit on one value (`SQLITE_LIMIT_LENGTH`) during the query, so a single huge
+    /// value fails inside SQLite before it is made.
+    pub bytes: usize,
+}
 
 /// One value of a result cell or a bound parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +55,8 @@ pub enum QueryError {
     #[error("the query took too long and was stopped")]
     Interrupted,
     #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
     Sql(String),
 }
 
@@ -58,6 +74,10 @@ impl From<sqlx::Error> for QueryError {
             QueryError::Extension
         } else if text.contains("interrupted") {
             QueryError::Interrupted
+        } else if text.contains("too big") {
+            QueryError::TooLarge(format!(
+                "{text}: a value in the result is larger than a query may return here"
+            ))
         } else {
             QueryError::Sql(text)
         }
@@ -88,12 +108,30 @@ impl HistoryReader {
         params: &[SqlValue],
         deadline: Option<Instant>,
     ) -> Result<QueryResult, QueryError> {
+        self.query_bounded(sql, params, deadline, None).await
+    }
+
+    /// Like [`HistoryReader::query`], failing once the result passes `bounds`.
+    pub async fn query_bounded(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        deadline: Option<Instant>,
+        bounds: Option<Bounds>,
+    ) -> Result<QueryResult, QueryError> {
         let mut conn = self.pool.acquire().await?;
         if let Some(deadline) = deadline {
             let mut handle = conn.lock_handle().await?;
             handle.set_progress_handler(PROGRESS_INTERVAL_OPS, move || Instant::now() < deadline);
         }
-        let result = run(&mut conn, sql, params).await;
+        let length = match bounds {
+            Some(bounds) => Some(set_length_limit(&mut conn, bounds.bytes).await?),
+            None => None,
+        };
+        let result = run(&mut conn, sql, params, bounds).await;
+        if let Some(previous) = length {
+            set_length_limit(&mut conn, previous).await?;
+        }
         if deadline.is_some() {
             conn.lock_handle().await?.remove_progress_handler();
         }
@@ -101,7 +139,24 @@ impl HistoryReader {
     }
 }
 
-async fn run(conn: &mut SqliteConnection, sql: &str, params: &[SqlValue]) -> Result<QueryResult, QueryError> {
+/// Sets SQLite's limit on the size of one value on this connection and returns the one it replaces.
+async fn set_length_limit(conn: &mut SqliteConnection, bytes: usize) -> Result<usize, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle();
+    let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+    // SAFETY: `raw` is the live sqlite3 handle of this connection, held locked for the duration of
+    // the call; sqlite3_limit only reads and writes the connection's limit table.
+    let previous =
+        unsafe { libsqlite3_sys::sqlite3_limit(raw.as_ptr(), libsqlite3_sys::SQLITE_LIMIT_LENGTH, bytes) };
+    Ok(usize::try_from(previous).unwrap_or(0))
+}
+
+async fn run(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    params: &[SqlValue],
+    bounds: Option<Bounds>,
+) -> Result<QueryResult, QueryError> {
     let mut query = sqlx::query(AssertSqlSafe(sql.to_string()));
     for param in params {
         query = match param {
@@ -112,17 +167,57 @@ async fn run(conn: &mut SqliteConnection, sql: &str, params: &[SqlValue]) -> Res
             SqlValue::Blob(b) => query.bind(b.clone()),
         };
     }
-    let rows = query.fetch_all(&mut *conn).await?;
-    let columns = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
+    // Row by row, so a result past its bounds is dropped as soon as it passes them.
+    let mut columns = None;
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    {
+        let mut stream = query.fetch(&mut *conn);
+        while let Some(row) = stream.try_next().await? {
+            if columns.is_none() {
+                columns = Some(row.columns().iter().map(|c| c.name().to_string()).collect());
+            }
+            let values = decode_row(&row)?;
+            if let Some(bounds) = bounds {
+                bytes += values.iter().map(SqlValue::size).sum::<usize>();
+                if rows.len() >= bounds.rows {
+                    return Err(QueryError::TooLarge(format!(
+                        "the result has more than {} rows; add a LIMIT or aggregate in SQL",
+                        bounds.rows
+                    )));
+                }
+                if bytes > bounds.bytes {
+                    return Err(QueryError::TooLarge(format!(
+                        "the result is larger than {} bytes (at row {}); select fewer or shorter values",
+                        bounds.bytes,
+                        rows.len() + 1
+                    )));
+                }
+            }
+            rows.push(values);
+        }
+    }
+    let columns = match columns {
+        Some(columns) => columns,
         // No row to read names from: ask the prepared statement.
         None => match conn.prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await {
             Ok(statement) => statement.columns().iter().map(|c| c.name().to_string()).collect(),
             Err(_) => Vec::new(),
         },
     };
-    let rows = rows.iter().map(decode_row).collect::<Result<_, sqlx::Error>>()?;
     Ok(QueryResult { columns, rows })
+}
+
+impl SqlValue {
+    /// What the value counts toward [`Bounds::bytes`].
+    fn size(&self) -> usize {
+        match self {
+            SqlValue::Null => 0,
+            SqlValue::Integer(_) | SqlValue::Real(_) => 8,
+            SqlValue::Text(t) => t.len(),
+            SqlValue::Blob(b) => b.len(),
+        }
+    }
 }
 
 /// Decodes each cell by the type SQLite gave the value (not the column's declared type, which SQLite

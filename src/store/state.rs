@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
 use super::{RecordBatch, Store, StoreError};
-use crate::event::{Persisted, TimerRecord};
+use crate::event::{Persisted, TimerRecord, TopicWatch};
 use crate::relays::model::RelayState;
 
 /// A change to the persisted one-shot timers.
@@ -56,11 +56,26 @@ impl Store {
                 Ok((row.try_get(0)?, state))
             })
             .collect::<Result<_, sqlx::Error>>()?;
+        let topic_watches = sqlx::query("SELECT rule, trigger, topic, since, fired FROM topic_watches")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(TopicWatch {
+                    rule: row.try_get(0)?,
+                    trigger: row.try_get(1)?,
+                    topic: row.try_get(2)?,
+                    since: row.try_get(3)?,
+                    fired: row.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
         Ok(Persisted {
             kv: self.load_kv().await?,
             timers,
             trigger_runs,
             relays,
+            topic_watches,
         })
     }
 
@@ -120,6 +135,25 @@ pub(super) async fn write(tx: &mut SqliteConnection, batch: &RecordBatch) -> Res
         .bind(state.on)
         .bind(state.since)
         .bind(state.off_due)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for ((rule, trigger, topic), state) in &batch.topic_watches {
+        match state {
+            Some((since, fired)) => sqlx::query(
+                "INSERT INTO topic_watches (rule, trigger, topic, since, fired) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (rule, trigger, topic) DO UPDATE SET since = excluded.since, fired = excluded.fired",
+            )
+            .bind(rule)
+            .bind(trigger)
+            .bind(topic)
+            .bind(since)
+            .bind(fired),
+            None => sqlx::query("DELETE FROM topic_watches WHERE rule = ? AND trigger = ? AND topic = ?")
+                .bind(rule)
+                .bind(trigger)
+                .bind(topic),
+        }
         .execute(&mut *tx)
         .await?;
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod mosquitto;
+pub mod relay;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub struct Setup {
     pub log_level: Option<String>,
     /// More top-level config sections (e.g. `gpio:`, `metrics:`), appended as written.
     pub extra_config: String,
+    /// `database.commit_interval`.
+    pub commit_interval: String,
 }
 
 impl Setup {
@@ -96,7 +99,15 @@ impl Setup {
             env: Vec::new(),
             log_level: None,
             extra_config: String::new(),
+            commit_interval: "100ms".into(),
         }
+    }
+
+    /// `database.commit_interval` (tests use 100ms unless they test the interval itself, so that
+    /// what they publish is in the history soon).
+    pub fn commit_interval(mut self, interval: &str) -> Self {
+        self.commit_interval = interval.into();
+        self
     }
 
     /// Adds `rules/NAME.rhai`.
@@ -117,13 +128,14 @@ impl Setup {
     /// Writes the config file and returns its path.
     pub fn write_config(&self) -> PathBuf {
         let text = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: {qos}\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\nrules:\n  dir: rules\n{options}{extra}",
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: {id}\n  qos: {qos}\n{mqtt}broker:\n  embedded: {embedded}\n  listen: 127.0.0.1:{port}\ndatabase:\n  path: {db}\n  commit_interval: {interval}\nrules:\n  dir: rules\n{options}{extra}",
             port = self.port,
             id = self.client_id,
             qos = self.qos,
             embedded = self.embedded,
             options = self.rules_options,
             db = self.db,
+            interval = self.commit_interval,
             mqtt = self.mqtt_options,
             extra = self.extra_config,
         );

@@ -9,7 +9,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 
 use super::error_at;
 use crate::event::Action;
-use crate::mqtt::topic::valid_topic;
+use crate::mqtt::topic::publish_problem;
 use crate::rules::host::Host;
 
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
@@ -45,11 +45,8 @@ fn publish(
     payload: Dynamic,
     options: &Map,
 ) -> Result<(), Box<EvalAltResult>> {
-    if !valid_topic(topic) {
-        return Err(error_at(
-            ctx,
-            format!("publish: `{topic}` is not a topic to publish to (no wildcards, not empty)"),
-        ));
+    if let Some(problem) = publish_problem(topic) {
+        return Err(error_at(ctx, format!("publish: {problem}")));
     }
     let payload = encode_payload(payload).map_err(|e| error_at(ctx, format!("publish to {topic}: {e}")))?;
     let (qos, retain) =

@@ -2,8 +2,11 @@
 //! the caller's position, so the owner sees `rules/NAME.rhai:LINE:COL: what was wrong`.
 
 mod actions;
+mod clock;
+mod held;
 mod json;
 mod message;
+mod pacing;
 mod relays;
 mod state;
 mod timers;
@@ -26,6 +29,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>, deadline: &Arc<Deadline>)
     state::register(engine, host, deadline);
     timers::register(engine, host);
     relays::register(engine, host);
+    clock::register(engine, host);
+    held::register(engine, host);
+    pacing::register(engine, host);
 }
 
 /// A runtime error at the position of the call being made.

@@ -43,6 +43,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             }
             let kind = TriggerKind::Change {
                 filter: filter.to_string(),
+                pacing: None,
             };
             change
                 .register(Trigger {

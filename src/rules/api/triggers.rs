@@ -22,6 +22,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             }
             let kind = TriggerKind::Message {
                 filter: filter.to_string(),
+                pacing: None,
             };
             on_message
                 .register(Trigger {
