@@ -65,17 +65,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 /// on a simulated backend this way). Each stage is built from the config by its own constructor; this
 /// only wires them, in the order that lets `on_start` run before the first message.
 pub async fn run_with(
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
     backend: Option<Arc<dyn RelayBackend>>,
 ) -> Result<(), StartError> {
-    if config.broker.embedded {
-        broker::start(
-            config.broker.listen,
-            config.mqtt.max_packet_size,
-            config.mqtt.credentials.as_ref(),
-        )?;
+    let embedded = broker::settle(&mut config).await?;
+    let result = run_engine(config, shutdown, backend, embedded.as_ref()).await;
+    if let Some(embedded) = embedded {
+        // Last, once the engine's connections said goodbye: it saves retained messages and sessions.
+        embedded.stop().await;
     }
+    result
+}
+
+async fn run_engine(
+    config: Config,
+    shutdown: CancellationToken,
+    backend: Option<Arc<dyn RelayBackend>>,
+    embedded: Option<&broker::EmbeddedBroker>,
+) -> Result<(), StartError> {
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
     let persisted = store.load_persisted().await?;
@@ -180,7 +188,7 @@ pub async fn run_with(
         "ingesting from {}:{}",
         config.mqtt.host, config.mqtt.port
     ));
-    start_watchdog(&stages, &shutdown, progress);
+    start_watchdog(&stages, &shutdown, progress, embedded);
 
     shutdown.cancelled().await;
     crate::os::systemd::stopping();
@@ -210,12 +218,25 @@ fn queues(
 
 /// Pings systemd's watchdog (when it asked for one) while every stage started so far still runs and
 /// ingest makes progress or has nothing to do.
-fn start_watchdog(stages: &Stages, shutdown: &CancellationToken, progress: Arc<IngestProgress>) {
+fn start_watchdog(
+    stages: &Stages,
+    shutdown: &CancellationToken,
+    progress: Arc<IngestProgress>,
+    embedded: Option<&broker::EmbeddedBroker>,
+) {
     let expected = stages.names();
     let running = Arc::clone(&stages.running);
+    // The engine's connections only retry against a dead broker: the watchdog must say it is dead.
+    let broker_alive: Box<dyn Fn() -> bool + Send + Sync> = match embedded {
+        Some(embedded) => Box::new(embedded.health()),
+        None => Box::new(|| true),
+    };
     let healthy = move |timeout: Duration| {
         let mut ingest = IngestCheck::new(progress, timeout, std::time::Instant::now());
         move |now: std::time::Instant| {
+            if !broker_alive() {
+                return Err("the embedded broker failed and could not be restarted".to_string());
+            }
             let ended = {
                 let running = running.lock().unwrap_or_else(|p| p.into_inner());
                 expected.iter().find(|name| !running.contains(*name)).copied()

@@ -14,7 +14,8 @@
 //!
 //! In data-flow order (`docs/architecture.md` has the whole map):
 //! - [`config`]: `homewright.yaml`, raw then validated, every problem at once.
-//! - [`broker`]: the embedded rumqttd, with its own port check.
+//! - [`broker`]: `broker.embedded` decided at start (auto probes for a broker), and the embedded mqtt5
+//!   broker (feature `embedded-broker`).
 //! - [`mqtt`]: the subscriber (ingest source, manual acks) and publisher (outbox) connections, topic
 //!   filters, and every reach into rumqttc's internals (`mqtt::rumqttc_ext`).
 //! - [`ingest`]: batches received messages into the store and acknowledges them after commit.

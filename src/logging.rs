@@ -24,10 +24,9 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The default filter: rumqttd logs every client disconnect (and our own port probe) as an error; the
-/// engine checks and reports what matters about its broker itself. `RUST_LOG=rumqttd=info` brings it
-/// back.
-const DEFAULT_FILTER: &str = "info,rumqttd=off";
+/// The default filter: the embedded broker logs every connect and disconnect at info; its warnings
+/// (a client that sent garbage, a refused login) stay. `RUST_LOG=info,mqtt5=info` brings the rest back.
+const DEFAULT_FILTER: &str = "info,mqtt5=warn";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

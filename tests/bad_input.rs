@@ -187,8 +187,7 @@ async fn json_64_levels_deep_reaches_rules_and_deeper_json_is_no_json() {
 }
 
 /// Regression: rumqttc's topic matcher panicked on a topic whose first character is not ASCII. Run
-/// through Mosquitto: the embedded rumqttd has the same bug in its router, which such a publish kills
-/// (see README, "The embedded broker").
+/// through Mosquitto (the embedded broker's own test is in embedded_broker.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_starting_with_a_non_ascii_letter_reaches_its_rule() {
     let Some(broker) = Mosquitto::start().await else {

@@ -176,7 +176,7 @@ async fn store_set_values_survive_a_restart_and_last_sees_the_newest_message() {
     );
     drop(client);
 
-    // rumqttd cannot be stopped in-process, so the restarted engine gets a broker on a new port.
+    // A new port too: the restart does not depend on the old broker's port being free again.
     let mut setup = engine.stop().await;
     setup.port = free_port();
     let engine = Engine::start(setup).await;

@@ -13,7 +13,11 @@ fn the_packaged_config_is_valid_and_uses_the_pi_paths() {
         .unwrap_or_else(|e| panic!("packaging/homewright.yaml: {e}"));
     assert_eq!(config.database.path, Path::new("/var/lib/homewright/history.db"));
     assert_eq!(config.rules.dir, Path::new("/etc/homewright/rules"));
-    assert!(!config.broker.embedded, "the package expects Mosquitto on the Pi");
+    assert_eq!(
+        config.broker.embedded,
+        homewright::config::Embedded::Never,
+        "the package expects Mosquitto on the Pi"
+    );
 }
 
 #[test]

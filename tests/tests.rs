@@ -2,11 +2,13 @@
 
 mod support;
 
+mod auto_broker;
 mod bad_input;
 mod cli;
 mod commits;
 mod crash;
 mod database_faults;
+mod embedded_broker;
 mod end_to_end;
 mod examples;
 mod first_week;

@@ -21,6 +21,7 @@ const WORKER_THREADS: usize = 1;
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
     super::local_time_follows(&config.location.timezone);
+    crate::os::memory::return_large_blocks();
     if let Some(warning) = config.mqtt.credentials.as_ref().and_then(|c| c.exposure()) {
         tracing::warn!("{warning}");
     }

@@ -41,7 +41,8 @@ pub struct Config {
 /// How the engine talks to the broker.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// Where to connect; with the embedded broker, its listen address.
+    /// Where to connect; with `broker.embedded: true`, the embedded broker's listen address (with
+    /// `auto`, the engine points it there at start when it starts that broker).
     pub host: String,
     pub port: u16,
     /// The ingest connection's id; the publishing connection uses `<client_id>-out`. Fixed, so the
@@ -142,8 +143,36 @@ impl fmt::Debug for Secret {
 /// The embedded broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    pub embedded: bool,
+    pub embedded: Embedded,
     pub listen: SocketAddr,
+    /// Where the embedded broker keeps retained messages and sessions across restarts.
+    pub state_dir: PathBuf,
+}
+
+/// `broker.embedded`: whether the engine runs its own broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedded {
+    /// Use the broker that answers at `mqtt.host:mqtt.port`; start the embedded one only when nothing
+    /// listens there.
+    Auto,
+    /// Always start the embedded broker, and connect to it.
+    Always,
+    /// Never: connect to `mqtt.host:mqtt.port`, retrying until a broker answers.
+    Never,
+}
+
+/// Why the embedded broker may not listen on `listen` without a login, or None when it may: on an
+/// address other machines can reach, every client must log in.
+pub fn login_required(listen: SocketAddr, credentials: Option<&Credentials>) -> Option<String> {
+    if listen.ip().is_loopback() || credentials.is_some() {
+        return None;
+    }
+    Some(format!(
+        "the embedded broker would listen on {listen}, which other machines can reach, without a \
+         login: set mqtt.username and a password (mqtt.password, mqtt.password_file or \
+         mqtt.password_env) that every client must then use, or set broker.listen to 127.0.0.1:{}",
+        listen.port()
+    ))
 }
 
 /// The SQLite history.

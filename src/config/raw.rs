@@ -57,8 +57,10 @@ pub struct RawTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawBroker {
-    pub embedded: Option<bool>,
+    /// `auto`, `true` or `false`; kept as written so a wrong word is reported with its key.
+    pub embedded: Option<serde_yaml::Value>,
     pub listen: Option<String>,
+    pub state_dir: Option<String>,
 }
 
 /// `database:` where the history lives.

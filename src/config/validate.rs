@@ -8,8 +8,8 @@ use super::locate::locate;
 use super::raw::{RawConfig, RawMqtt};
 use super::units::{parse_duration, parse_size};
 use super::{
-    BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, MetricsConfig, MqttConfig,
-    Problem, Retention, RulesConfig, Secret, TlsConfig,
+    BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, Embedded, MetricsConfig,
+    MqttConfig, Problem, Retention, RulesConfig, Secret, TlsConfig,
 };
 use crate::scheduler::{Location, Zone};
 
@@ -37,13 +37,19 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         check.unknown_key(&path);
     }
     let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
-    let broker = check.broker(&raw);
+    let database_path = resolve(
+        &base_dir,
+        raw.database.path.as_deref().unwrap_or("data/history.db"),
+    );
+    let broker = check.broker(&raw, &base_dir, &database_path);
     let mqtt = check.mqtt(&raw.mqtt, &broker);
+    if broker.embedded == Embedded::Always
+        && let Some(message) = super::login_required(broker.listen, mqtt.credentials.as_ref())
+    {
+        check.problem("broker.listen", message);
+    }
     let database = DatabaseConfig {
-        path: resolve(
-            &base_dir,
-            raw.database.path.as_deref().unwrap_or("data/history.db"),
-        ),
+        path: database_path,
         retention: check.retention(&raw),
         rule_runs_keep: check.duration(
             "database.rule_runs_keep",
@@ -178,7 +184,7 @@ impl Checker<'_> {
         interval
     }
 
-    fn broker(&mut self, raw: &RawConfig) -> BrokerConfig {
+    fn broker(&mut self, raw: &RawConfig, base_dir: &Path, database: &Path) -> BrokerConfig {
         let listen = raw.broker.listen.as_deref().unwrap_or("127.0.0.1:1883");
         let listen = listen.parse::<SocketAddr>().unwrap_or_else(|_| {
             self.problem(
@@ -187,9 +193,49 @@ impl Checker<'_> {
             );
             SocketAddr::from(([127, 0, 0, 1], 1883))
         });
+        let embedded = match &raw.broker.embedded {
+            None => Embedded::Auto,
+            Some(serde_yaml::Value::Bool(true)) => Embedded::Always,
+            Some(serde_yaml::Value::Bool(false)) => Embedded::Never,
+            Some(serde_yaml::Value::String(word)) if word == "auto" => Embedded::Auto,
+            Some(other) => {
+                let written = serde_yaml::to_string(other).unwrap_or_default();
+                self.problem(
+                    "broker.embedded",
+                    format!("`{}` is not one of auto, true or false", written.trim_end()),
+                );
+                Embedded::Auto
+            }
+        };
+        // The embedded broker does not speak TLS: a TLS broker is always someone else's. `true` with
+        // TLS is reported by the TLS check.
+        let embedded = match embedded {
+            Embedded::Auto if raw.mqtt.tls.is_some() => Embedded::Never,
+            mode => mode,
+        };
+        #[cfg(not(feature = "embedded-broker"))]
+        let embedded = match embedded {
+            Embedded::Always => {
+                self.problem(
+                    "broker.embedded",
+                    "this build has no embedded broker (it was built without the `embedded-broker` \
+                     feature): set broker.embedded: false and point mqtt.host and mqtt.port at your broker",
+                );
+                Embedded::Never
+            }
+            _ => Embedded::Never,
+        };
+        let state_dir = match raw.broker.state_dir.as_deref() {
+            Some(dir) => resolve(base_dir, dir),
+            None => database
+                .parent()
+                .map(|dir| dir.join("broker"))
+                .unwrap_or_else(|| PathBuf::from("broker")),
+        };
         BrokerConfig {
-            embedded: raw.broker.embedded.unwrap_or(true),
+            embedded,
             listen,
+            state_dir,
         }
     }
 
@@ -208,7 +254,7 @@ impl Checker<'_> {
     }
 
     fn mqtt(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> MqttConfig {
-        let (host, port) = if broker.embedded {
+        let (host, port) = if broker.embedded == Embedded::Always {
             // A broker listening on every interface is reached through loopback.
             let ip = match broker.listen.ip() {
                 ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -278,7 +324,7 @@ impl Checker<'_> {
 
     fn tls(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> Option<TlsConfig> {
         let tls = raw.tls.as_ref()?;
-        if broker.embedded {
+        if broker.embedded == Embedded::Always {
             self.problem(
                 "mqtt.tls",
                 "the embedded broker does not speak TLS; set broker.embedded: false to use a TLS broker",
@@ -546,9 +592,11 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_file_gives_the_embedded_defaults() {
+    fn an_empty_file_gives_the_defaults() {
         let config = parse("").unwrap();
-        assert!(config.broker.embedded);
+        #[cfg(feature = "embedded-broker")]
+        assert_eq!(config.broker.embedded, Embedded::Auto);
+        assert_eq!(config.broker.state_dir, Path::new("/etc/hw/data/broker"));
         assert_eq!((config.mqtt.host.as_str(), config.mqtt.port), ("127.0.0.1", 1883));
         assert_eq!(config.mqtt.max_packet_size, 1 << 20);
         assert_eq!(config.database.path, Path::new("/etc/hw/data/history.db"));
@@ -636,11 +684,54 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "embedded-broker")]
     fn embedded_broker_on_all_interfaces_is_reached_on_loopback() {
-        let config = parse("broker:\n  listen: 0.0.0.0:18830\nmqtt:\n  host: elsewhere\n").unwrap();
+        let config = parse(
+            "broker:\n  embedded: true\n  listen: 0.0.0.0:18830\nmqtt:\n  host: elsewhere\n  username: a\n  password: b\n",
+        )
+        .unwrap();
         assert_eq!(
             (config.mqtt.host.as_str(), config.mqtt.port),
             ("127.0.0.1", 18830)
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "embedded-broker")]
+    fn an_embedded_broker_on_the_network_needs_a_login() {
+        let errors = parse("broker:\n  embedded: true\n  listen: 0.0.0.0:1883\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "/etc/hw/homewright.yaml:3:3: broker.listen: the embedded broker would listen on 0.0.0.0:1883"
+            ) && errors[0].contains("set mqtt.username and a password"),
+            "{errors:?}"
+        );
+        assert!(parse("broker:\n  embedded: true\n  listen: 127.0.0.1:1883\n").is_ok());
+        assert!(parse("broker:\n  embedded: true\n  listen: \"[::1]:1883\"\n").is_ok());
+    }
+
+    #[test]
+    fn broker_embedded_is_auto_true_or_false() {
+        let mode = |text: &str| parse(text).map(|c| c.broker.embedded);
+        #[cfg(feature = "embedded-broker")]
+        {
+            assert_eq!(mode("broker:\n  embedded: auto\n"), Ok(Embedded::Auto));
+            assert_eq!(mode("broker:\n  embedded: true\n"), Ok(Embedded::Always));
+            // A TLS broker is never the embedded one.
+            assert_eq!(
+                mode("broker:\n  embedded: auto\nmqtt:\n  tls: { ca: /nonexistent }\n").map_err(|e| e.len()),
+                Err(1),
+                "only the CA file is a problem"
+            );
+        }
+        assert_eq!(mode("broker:\n  embedded: false\n"), Ok(Embedded::Never));
+        assert_eq!(
+            mode("broker:\n  embedded: sometimes\n"),
+            Err(vec![
+                "/etc/hw/homewright.yaml:2:3: broker.embedded: `sometimes` is not one of auto, true or false"
+                    .to_string()
+            ])
         );
     }
 

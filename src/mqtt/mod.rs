@@ -87,7 +87,7 @@ impl Backoff {
 
 /// Describes a connection error for a log line, naming the broker and, where the cause is clear, the
 /// setting to fix. `before_connack`: the broker closed the connection before accepting it, which is how
-/// rumqttd refuses a bad password (it sends no CONNACK code). Built from rumqttc's and rustls' error
+/// some brokers refuse a bad password (they send no CONNACK code). Built from rumqttc's and rustls' error
 /// texts, which hold no password.
 fn describe(error: &rumqttc::ConnectionError, config: &MqttConfig, before_connack: bool) -> String {
     use rumqttc::{ConnectReturnCode, ConnectionError, StateError};

@@ -114,6 +114,22 @@ mod tests {
         assert!(valid_topic("zigbee2mqtt/porch motion"));
     }
 
+    /// rumqttc's `matches()` slices the topic's first byte as a string and panics when it starts with a
+    /// letter outside ASCII; this matcher must never, whatever a device names its topic.
+    #[test]
+    fn topics_in_any_language_are_matched_without_panicking() {
+        for topic in ["Ölstand/tank", "ÿ/x", "Žlutý kůň/teplota", "😀", "温度/客厅", "é"] {
+            for filter in ["#", "+/#", "+", "+/+", "Ölstand/#", "ÿ/x", "a/b"] {
+                let _ = matches(topic, filter);
+            }
+            assert!(matches(topic, "#"), "{topic}");
+        }
+        assert!(matches("ÿ/x", "+/x"));
+        assert!(matches("Žlutý kůň/teplota", "Žlutý kůň/+"));
+        assert!(!matches("Ölstand/tank", "Olstand/tank"));
+        assert!(matches("$Ölstand", "$Ölstand") && !matches("$Ölstand", "#"));
+    }
+
     #[test]
     fn topics_a_broker_refuses_are_named_with_the_reason() {
         assert_eq!(publish_problem("zigbee2mqtt/Ölstand"), None);

@@ -1,7 +1,8 @@
-//! What the engine asks of the operating system: systemd's readiness and watchdog notifications, and
-//! the kernel's scheduling policy for the threads that must never delay the others; and the health
-//! the watchdog vouches for.
+//! What the engine asks of the operating system: systemd's readiness and watchdog notifications, the
+//! kernel's scheduling policy for the threads that must never delay the others, the health the
+//! watchdog vouches for, and the allocator's return of freed memory.
 
 pub mod health;
+pub mod memory;
 pub mod systemd;
 pub mod thread_policy;

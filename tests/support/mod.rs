@@ -35,7 +35,8 @@ pub fn free_port() -> u16 {
 pub struct Setup {
     pub dir: TempDir,
     pub port: u16,
-    pub embedded: bool,
+    /// `broker.embedded`: "true", "false" or "auto".
+    pub embedded: &'static str,
     /// Extra lines for the `rules:` section, indented by two spaces.
     pub rules_options: String,
     pub client_id: String,
@@ -51,7 +52,7 @@ pub struct Setup {
     pub probe_login: Option<(String, String)>,
     /// Environment of the binary (`Process`).
     pub env: Vec<(String, String)>,
-    /// `RUST_LOG` of the binary; default `info,rumqttd=off`.
+    /// `RUST_LOG` of the binary; default `info,mqtt5=warn`.
     pub log_level: Option<String>,
     /// More top-level config sections (e.g. `gpio:`, `metrics:`), appended as written.
     pub extra_config: String,
@@ -63,20 +64,26 @@ impl Setup {
     /// An engine with its embedded broker on a free port.
     pub fn embedded() -> Self {
         let port = free_port();
-        Setup::new(port, true)
+        Setup::new(port, "true")
     }
 
     /// An embedded broker on `port` (which a test may have taken on purpose).
     pub fn new_for_port_test(port: u16) -> Self {
-        Setup::new(port, true)
+        Setup::new(port, "true")
     }
 
     /// An engine that connects to a broker already listening on `port`.
     pub fn external(port: u16) -> Self {
-        Setup::new(port, false)
+        Setup::new(port, "false")
     }
 
-    fn new(port: u16, embedded: bool) -> Self {
+    /// An engine with `broker.embedded: auto`, connecting to (or, when nothing listens, starting its
+    /// broker on) `port`.
+    pub fn auto(port: u16) -> Self {
+        Setup::new(port, "auto")
+    }
+
+    fn new(port: u16, embedded: &'static str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
         Setup {
@@ -230,7 +237,7 @@ impl Process {
             .arg(&config)
             .env(
                 "RUST_LOG",
-                setup.log_level.as_deref().unwrap_or("info,rumqttd=off"),
+                setup.log_level.as_deref().unwrap_or("info,mqtt5=warn"),
             )
             .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -353,7 +360,18 @@ impl Client {
 
     /// Connects with a username and password.
     pub async fn connect_with(port: u16, id: &str, login: Option<(&str, &str)>) -> Client {
+        Client::connect_options(port, id, login, true).await
+    }
+
+    /// A client with a persistent session (clean session off), as devices that must not miss a
+    /// command connect: the broker keeps its subscriptions and queues QoS 1 messages while it is away.
+    pub async fn connect_persistent(port: u16, id: &str) -> Client {
+        Client::connect_options(port, id, None, false).await
+    }
+
+    async fn connect_options(port: u16, id: &str, login: Option<(&str, &str)>, clean: bool) -> Client {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_clean_session(clean);
         if let Some((username, password)) = login {
             options.set_credentials(username, password);
         }
