@@ -54,6 +54,7 @@ pub mod os;
 pub mod plot;
 pub mod recorder;
 pub mod relays;
+pub mod replicate;
 pub mod rules;
 pub mod scheduler;
 pub mod sim;

@@ -64,6 +64,7 @@ async fn old_messages_are_purged_in_batches_while_ingest_goes_on_and_the_file_sh
 
     let retention = Housekeeping {
         store: store.clone(),
+        replicating: false,
         rule_runs_keep: Duration::from_secs(7 * 86_400),
         retention: vec![
             Rule {

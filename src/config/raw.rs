@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub gpio: super::gpio::RawGpio,
     pub homeassistant: super::gpio::RawHomeAssistant,
     pub metrics: RawMetrics,
+    pub history: RawHistory,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
@@ -98,4 +99,22 @@ pub struct RawRules {
 #[serde(deny_unknown_fields, default)]
 pub struct RawMetrics {
     pub listen: Option<String>,
+}
+
+/// `history:` what happens to the history beyond the local file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHistory {
+    pub replicate: Option<RawReplicate>,
+}
+
+/// `history.replicate:` a PostgreSQL database that receives a copy of everything stored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReplicate {
+    pub url: Option<String>,
+    pub site: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
 }

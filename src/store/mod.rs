@@ -6,7 +6,9 @@
 mod housekeeping;
 mod messages;
 pub mod outbox;
+pub mod postgres;
 pub mod query;
+pub mod replica;
 mod rows;
 pub mod state;
 pub mod trace;
