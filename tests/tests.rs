@@ -16,6 +16,7 @@ mod packaging;
 mod plot;
 mod relays;
 mod reload;
+mod replication;
 mod retention;
 mod rule_safety;
 mod scenarios;

@@ -32,8 +32,8 @@ impl PgError {
     /// The setting to look at for this failure.
     pub fn setting(&self) -> &'static str {
         if let PgError::Sql(sqlx::Error::Database(e)) = self {
-            // invalid_authorization_specification, invalid_password
-            if matches!(e.code().as_deref(), Some("28000" | "28P01")) {
+            // invalid_password (an unknown role or a refused host is the URL's: 28000)
+            if e.code().as_deref() == Some("28P01") {
                 return "history.replicate.password";
             }
         }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod mosquitto;
+pub mod postgres;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
