@@ -30,6 +30,7 @@ use crate::relays::commands::with_command_topics;
 use crate::relays::driver::RelayDriver;
 use crate::relays::model::RelayModel;
 use crate::relays::{self, RelayBackend};
+use crate::replicate::Replicator;
 use crate::rules::worker::{self, RuleWorker};
 use crate::rules::{RuleSet, Services};
 use crate::store::{HistoryReader, Store};
@@ -179,8 +180,15 @@ async fn run_engine(
         Ingest::new(store.clone(), acker, ingest_rx, commit_interval).run(),
     );
     stages.spawn("subscriber", subscriber.run(shutdown.clone()));
-    let housekeeping = Housekeeping::new(store.clone(), &config.database);
+    let housekeeping = Housekeeping::new(store.clone(), &config);
     stages.spawn("housekeeping", housekeeping.run(shutdown.clone()));
+    match &config.replicate {
+        Some(replicate) => {
+            let replicator = Replicator::new(store.clone(), replicate).await?;
+            stages.spawn("replication", replicator.run(shutdown.clone()));
+        }
+        None => crate::replicate::note_unconfigured(&store).await,
+    }
     if let Some(metrics) = metrics {
         stages.spawn("metrics", metrics.run(shutdown.clone()));
     }

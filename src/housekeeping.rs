@@ -13,6 +13,8 @@
 //! - The file stops growing once retention is reached: SQLite reuses freed pages, and since the file
 //!   is created with `auto_vacuum = INCREMENTAL`, freed pages are also handed back to the file system,
 //!   a few at a time, after each purge.
+//! - While the history is replicated to PostgreSQL (`history.replicate`), no row the server has not
+//!   committed is deleted: the purge stops at each table's high-water mark, and says so in the log.
 //! - A failure (locked or full database) is logged and the purge tried again at the next interval; it
 //!   never ends the service.
 
@@ -24,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::config;
 use crate::event::now_millis;
 use crate::mqtt::topic;
+use crate::store::replica::Table;
 use crate::store::{Store, StoreError};
 
 /// Time between two purges. Retention is counted in days, so an hour late is nothing.
@@ -45,6 +48,8 @@ const PROGRESS_EVERY: u64 = 100_000;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeReport {
     pub deleted: u64,
+    /// Topics with expired messages kept because they are not yet replicated.
+    pub held_back: u64,
     pub pages_freed: i64,
 }
 
@@ -63,15 +68,27 @@ pub struct Housekeeping {
     pub retention: Vec<config::Retention>,
     /// `database.rule_runs_keep`.
     pub rule_runs_keep: Duration,
+    /// Whether `history.replicate` is on: then only replicated rows may go.
+    pub replicating: bool,
 }
 
 impl Housekeeping {
     /// Housekeeping of `store` as `database` configures it.
-    pub fn new(store: Store, database: &config::DatabaseConfig) -> Housekeeping {
+    pub fn new(store: Store, config: &config::Config) -> Housekeeping {
         Housekeeping {
             store,
-            retention: database.retention.clone(),
-            rule_runs_keep: database.rule_runs_keep,
+            retention: config.database.retention.clone(),
+            rule_runs_keep: config.database.rule_runs_keep,
+            replicating: config.replicate.is_some(),
+        }
+    }
+
+    /// The highest id of `table` this purge may delete.
+    async fn ceiling(&self, table: Table) -> Result<i64, StoreError> {
+        if self.replicating {
+            self.store.purge_ceiling(table).await
+        } else {
+            Ok(i64::MAX)
         }
     }
 
@@ -128,9 +145,13 @@ impl Housekeeping {
     pub async fn purge_rule_runs(&self, shutdown: &CancellationToken) -> Result<u64, StoreError> {
         let keep = i64::try_from(self.rule_runs_keep.as_millis()).unwrap_or(i64::MAX);
         let before = now_millis().saturating_sub(keep);
+        let ceiling = self.ceiling(Table::RuleRuns).await?;
         let mut purged = 0;
         while !shutdown.is_cancelled() {
-            let deleted = self.store.purge_rule_runs(before, RULE_RUN_BATCH_ROWS).await?;
+            let deleted = self
+                .store
+                .purge_rule_runs(before, ceiling, RULE_RUN_BATCH_ROWS)
+                .await?;
             purged += deleted;
             if deleted < RULE_RUN_BATCH_ROWS as u64 {
                 break;
@@ -148,6 +169,8 @@ impl Housekeeping {
         let now = now_millis();
         let mut report = PurgeReport::default();
         let mut next_progress = PROGRESS_EVERY;
+        let ceiling = self.ceiling(Table::Messages).await?;
+        let mut held_back = 0;
         for topic in self.store.topics().await? {
             let Some(keep) = self.keep(&topic) else {
                 continue;
@@ -157,7 +180,10 @@ impl Housekeeping {
                 if shutdown.is_cancelled() {
                     return Ok(report);
                 }
-                let deleted = self.store.purge_batch(&topic, before, BATCH_ROWS).await?;
+                let deleted = self
+                    .store
+                    .purge_batch(&topic, before, ceiling, BATCH_ROWS)
+                    .await?;
                 report.deleted += deleted;
                 if report.deleted >= next_progress {
                     info!(deleted = report.deleted, "retention purge in progress");
@@ -168,7 +194,18 @@ impl Housekeeping {
                 }
                 tokio::time::sleep(BATCH_PAUSE).await;
             }
+            if self.replicating && self.store.held_back(&topic, before, ceiling).await? {
+                held_back += 1;
+            }
         }
+        if held_back > 0 {
+            warn!(
+                topics = held_back,
+                "retention keeps messages that are not yet replicated to PostgreSQL (history.replicate): \
+                 the file grows until replication catches up"
+            );
+        }
+        report.held_back = held_back;
         report.pages_freed = self.vacuum(shutdown).await?;
         if report.deleted > 0 {
             info!(

@@ -28,8 +28,9 @@
 //!   and its rppal or simulated backend.
 //! - [`recorder`]: turns rule outputs into trace and state rows and writes them in batches.
 //! - [`store`]: SQLite via sqlx: migrations, messages, the trace, the rules' state, the outbox,
-//!   housekeeping SQL, and the read-only history.
+//!   housekeeping SQL, and the read-only history; and the shared history on PostgreSQL.
 //! - [`housekeeping`]: one stage for the retention purge and the purge of old rule runs.
+//! - [`replicate`]: one stage that copies the history to PostgreSQL (`history.replicate`).
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
 //! - [`sim`]: rules on virtual time over a real history file (scenarios, replay, tests).
 //! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
@@ -58,6 +59,7 @@ pub mod outbound;
 pub mod plot;
 pub mod recorder;
 pub mod relays;
+pub mod replicate;
 pub mod rules;
 pub mod scheduler;
 pub mod sim;

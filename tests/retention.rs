@@ -64,6 +64,7 @@ async fn old_messages_are_purged_in_batches_while_ingest_goes_on_and_the_file_sh
 
     let retention = Housekeeping {
         store: store.clone(),
+        replicating: false,
         rule_runs_keep: Duration::from_secs(7 * 86_400),
         retention: vec![
             Rule {
@@ -147,4 +148,38 @@ fn retention_entries_are_validated_with_their_key() {
         error.contains("database.retention.keep: `forever` is not a duration"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_replicating_only_replicated_messages_are_purged() {
+    use homewright::store::replica::Table;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let store = Store::open(&db).await.unwrap();
+    let now = now_millis();
+    let old: Vec<Message> = (0..100)
+        .map(|i| message("sensor/old", now - 30 * DAY_MS, i))
+        .collect();
+    insert(&store, &old).await;
+    // The server has the first 60.
+    store.set_replication_mark(Table::Messages, 60).await.unwrap();
+    let housekeeping = Housekeeping {
+        store: store.clone(),
+        replicating: true,
+        rule_runs_keep: Duration::from_secs(7 * 86_400),
+        retention: vec![Rule {
+            topics: "sensor/#".into(),
+            keep: Duration::from_secs(86_400),
+        }],
+    };
+    let report = housekeeping.purge(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.deleted, 60);
+    assert_eq!(report.held_back, 1);
+    assert_eq!(count(&db, "SELECT min(id) FROM messages").await, 61);
+
+    // Everything replicated: all but the newest row go (its id must not be handed out again).
+    store.set_replication_mark(Table::Messages, 100).await.unwrap();
+    let report = housekeeping.purge(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.deleted, 39);
+    assert_eq!(count(&db, "SELECT id FROM messages").await, 100);
 }

@@ -25,6 +25,7 @@ mod qos2;
 mod refused_publishes;
 mod relays;
 mod reload;
+mod replication;
 mod retention;
 mod rule_safety;
 mod rules_md;

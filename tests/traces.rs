@@ -180,10 +180,10 @@ async fn old_rule_runs_are_purged_in_batches_and_recent_ones_kept() {
         ..Default::default()
     };
     store.write_records(&batch).await.unwrap();
-    assert_eq!(store.purge_rule_runs(5_000, 8).await.unwrap(), 8);
-    assert_eq!(store.purge_rule_runs(5_000, 8).await.unwrap(), 8);
-    assert_eq!(store.purge_rule_runs(5_000, 8).await.unwrap(), 4);
-    assert_eq!(store.purge_rule_runs(5_000, 8).await.unwrap(), 0);
+    assert_eq!(store.purge_rule_runs(5_000, i64::MAX, 8).await.unwrap(), 8);
+    assert_eq!(store.purge_rule_runs(5_000, i64::MAX, 8).await.unwrap(), 8);
+    assert_eq!(store.purge_rule_runs(5_000, i64::MAX, 8).await.unwrap(), 4);
+    assert_eq!(store.purge_rule_runs(5_000, i64::MAX, 8).await.unwrap(), 0);
     store.close().await;
     assert_eq!(
         count(&db, "SELECT count(*) FROM rule_runs WHERE ts = 9000").await,

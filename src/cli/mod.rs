@@ -54,8 +54,9 @@ pub enum Command {
         /// Config file (for database.path).
         #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
-        /// Database file; overrides the config's database.path.
-        #[arg(long, value_name = "PATH")]
+        /// Database file (overrides the config's database.path), or a postgres:// URL of a
+        /// replicated history, queried in a read-only transaction.
+        #[arg(long, value_name = "PATH|URL")]
         db: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]

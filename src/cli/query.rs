@@ -1,4 +1,5 @@
-//! `homewright query`: SQL over the history on a read-only connection.
+//! `homewright query`: SQL over the history on a read-only connection, or with `--db postgres://...`
+//! in a read-only transaction on the shared PostgreSQL history.
 
 use std::io::Write;
 use std::path::Path;
@@ -33,11 +34,26 @@ pub fn query(
     if let Some(config) = &config {
         super::local_time_follows(&config.location.timezone);
     }
-    let path = super::history_path(db, config.as_ref(), config_path)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if let Some(url) = db
+        .and_then(Path::to_str)
+        .filter(|d| d.starts_with("postgres://") || d.starts_with("postgresql://"))
+    {
+        let result = runtime.block_on(crate::store::postgres::query_read_only(url, sql, timeout));
+        let result = match result {
+            Err(QueryError::Interrupted) => anyhow::bail!(
+                "the query ran longer than {} (--timeout) and was stopped; narrow it (e.g. WHERE ts > ...) or pass a longer --timeout",
+                humanize(timeout)
+            ),
+            result => result?,
+        };
+        write_result(out, &result, format)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = super::history_path(db, config.as_ref(), config_path)?;
     let result = runtime.block_on(async {
         let reader = HistoryReader::open(&path).await?;
         // SQLite checks the deadline while it works, so even a runaway recursive query stops on time.

@@ -36,6 +36,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Notification channels, the hosts `http()` may call, and how deliveries are tried.
     pub outbound: OutboundConfig,
+    /// Replication of the history to PostgreSQL, when configured.
+    pub replicate: Option<ReplicateConfig>,
 }
 
 /// How the engine talks to the broker.
@@ -138,6 +140,19 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
+}
+
+/// `history.replicate`: where the history is copied to.
+#[derive(Debug, Clone)]
+pub struct ReplicateConfig {
+    /// The `postgres://` URL as written (it may hold a password, so it is a secret).
+    pub url: Secret,
+    /// `user@host:port/database`, for messages.
+    pub target: String,
+    /// The name this engine's rows carry in the shared database.
+    pub site: String,
+    /// From `password`, `password_file` or `password_env`; overrides one in the URL.
+    pub password: Option<Secret>,
 }
 
 /// The embedded broker.

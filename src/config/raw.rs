@@ -22,6 +22,7 @@ pub struct RawConfig {
     /// Notification channels by name.
     pub notify: std::collections::BTreeMap<String, super::outbound::RawChannel>,
     pub http: super::outbound::RawHttp,
+    pub history: RawHistory,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
@@ -108,4 +109,22 @@ pub struct RawRules {
 #[serde(default)]
 pub struct RawMetrics {
     pub listen: Option<String>,
+}
+
+/// `history:` what happens to the history beyond the local file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHistory {
+    pub replicate: Option<RawReplicate>,
+}
+
+/// `history.replicate:` a PostgreSQL database that receives a copy of everything stored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReplicate {
+    pub url: Option<String>,
+    pub site: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
 }

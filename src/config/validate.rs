@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::locate::locate;
-use super::raw::{RawConfig, RawMqtt};
+use super::raw::{RawConfig, RawMqtt, RawReplicate};
 use super::units::{parse_duration, parse_size};
 use super::{
     BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, Embedded, MetricsConfig,
-    MqttConfig, Problem, Retention, RulesConfig, Secret, TlsConfig,
+    MqttConfig, Problem, ReplicateConfig, Retention, RulesConfig, Secret, TlsConfig,
 };
 use crate::scheduler::{Location, Zone};
 
@@ -67,6 +67,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let outbound = super::outbound::validate(&raw.notify, &raw.http, &base_dir, &mut |key, message| {
         check.problem(key, message)
     });
+    let replicate = raw.history.replicate.as_ref().and_then(|r| check.replicate(r));
     if !check.problems.is_empty() {
         return Err(ConfigError::Invalid(check.problems));
     }
@@ -80,6 +81,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         gpio,
         metrics,
         outbound,
+        replicate,
     })
 }
 
@@ -416,45 +418,12 @@ impl Checker<'_> {
     }
 
     fn credentials(&mut self, raw: &RawMqtt) -> Option<Credentials> {
-        let sources = [&raw.password, &raw.password_file, &raw.password_env];
-        let given = sources.iter().filter(|s| s.is_some()).count();
-        if given > 1 {
-            self.problem(
-                "mqtt.password",
-                "give only one of password, password_file and password_env",
-            );
-            return None;
-        }
-        let password = if let Some(p) = &raw.password {
-            Some(p.clone())
-        } else if let Some(file) = &raw.password_file {
-            match std::fs::read_to_string(self.relative(file)) {
-                // A trailing newline is an editor's, not part of the password.
-                Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
-                Err(e) => {
-                    self.problem("mqtt.password_file", format!("cannot read {file}: {e}"));
-                    None
-                }
-            }
-        } else if let Some(var) = &raw.password_env {
-            match std::env::var(var) {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    self.problem(
-                        "mqtt.password_env",
-                        format!("the environment variable {var} is not set"),
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let kept_in = if raw.password.is_some() {
             Some(self.source.to_path_buf())
         } else {
             raw.password_file.as_deref().map(|file| self.relative(file))
         };
+        let password = self.password("mqtt", [&raw.password, &raw.password_file, &raw.password_env])?;
         match (&raw.username, password) {
             (Some(username), password) => Some(Credentials {
                 username: username.clone(),
@@ -467,6 +436,101 @@ impl Checker<'_> {
             }
             (None, None) => None,
         }
+    }
+
+    fn replicate(&mut self, raw: &RawReplicate) -> Option<ReplicateConfig> {
+        let password = self.password(
+            "history.replicate",
+            [&raw.password, &raw.password_file, &raw.password_env],
+        );
+        let site = match raw.site.as_deref() {
+            None => {
+                self.problem(
+                    "history.replicate.site",
+                    "missing: name this house (e.g. `site: home`); its rows carry the name in the shared database",
+                );
+                None
+            }
+            Some(site)
+                if site.is_empty()
+                    || site.len() > 64
+                    || !site
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+            {
+                self.problem(
+                    "history.replicate.site",
+                    format!("`{site}` is not a site name: use 1 to 64 letters, digits, `-` or `_`"),
+                );
+                None
+            }
+            Some(site) => Some(site.to_string()),
+        };
+        let url = match raw.url.as_deref() {
+            None => {
+                self.problem(
+                    "history.replicate.url",
+                    "missing: the PostgreSQL database, e.g. `postgres://homewright@nas:5432/history`",
+                );
+                None
+            }
+            Some(url) => match crate::store::postgres::describe_url(url) {
+                Ok(target) => Some((Secret::new(url.to_string()), target)),
+                Err(e) => {
+                    self.problem("history.replicate.url", e);
+                    None
+                }
+            },
+        };
+        let (url, target) = url?;
+        Some(ReplicateConfig {
+            url,
+            target,
+            site: site?,
+            password: password?.map(Secret::new),
+        })
+    }
+
+    /// The password of `section` from one of `password`, `password_file`, `password_env`: `None` when
+    /// a problem was reported, `Some(None)` when none is given.
+    fn password(&mut self, section: &str, sources: [&Option<String>; 3]) -> Option<Option<String>> {
+        let [password, password_file, password_env] = sources;
+        let given = sources.iter().filter(|s| s.is_some()).count();
+        if given > 1 {
+            self.problem(
+                &format!("{section}.password"),
+                "give only one of password, password_file and password_env",
+            );
+            return None;
+        }
+        Some(if let Some(p) = password {
+            Some(p.clone())
+        } else if let Some(file) = password_file {
+            match std::fs::read_to_string(self.relative(file)) {
+                // A trailing newline is an editor's, not part of the password.
+                Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => {
+                    self.problem(
+                        &format!("{section}.password_file"),
+                        format!("cannot read {file}: {e}"),
+                    );
+                    return None;
+                }
+            }
+        } else if let Some(var) = password_env {
+            match std::env::var(var) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.problem(
+                        &format!("{section}.password_env"),
+                        format!("the environment variable {var} is not set"),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            None
+        })
     }
 
     fn retention(&mut self, raw: &RawConfig) -> Vec<Retention> {
@@ -645,6 +709,32 @@ mod tests {
             vec![
                 "/etc/hw/homewright.yaml:3:3: mqtt.password_env: the environment variable HOMEWRIGHT_TEST_UNSET_VAR is not set"
             ]
+        );
+    }
+
+    #[test]
+    fn history_replicate_is_validated_by_key() {
+        let config = parse(
+            "history:\n  replicate:\n    url: postgres://hw@nas/history\n    site: cabin\n    password: pw\n",
+        )
+        .unwrap();
+        let replicate = config.replicate.unwrap();
+        assert_eq!(replicate.site, "cabin");
+        assert_eq!(replicate.target, "hw@nas:5432/history");
+        assert_eq!(replicate.password.unwrap().expose(), "pw");
+        let errors = parse("history:\n  replicate:\n    url: mysql://nas/h\n    site: 'a b'\n").unwrap_err();
+        assert!(
+            errors[0].contains(":4:5: history.replicate.site: `a b` is not a site name"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains(":3:5: history.replicate.url: not a PostgreSQL URL"),
+            "{errors:?}"
+        );
+        let errors = parse("history:\n  replicate:\n    url: postgres://nas/h\n").unwrap_err();
+        assert!(
+            errors[0].contains("history.replicate.site: missing"),
+            "{errors:?}"
         );
     }
 

@@ -17,16 +17,24 @@ impl Store {
             .collect()
     }
 
-    /// Deletes up to `limit` messages on `topic` received before `before` (unix ms), oldest first, in
-    /// one short transaction; returns how many. Uses the `(topic_id, ts)` index.
-    pub async fn purge_batch(&self, topic: &str, before: i64, limit: i64) -> Result<u64, StoreError> {
+    /// Deletes up to `limit` messages on `topic` received before `before` (unix ms) with an id up to
+    /// `ceiling` (what replication allows), oldest first, in one short transaction; returns how many.
+    /// Uses the `(topic_id, ts)` index.
+    pub async fn purge_batch(
+        &self,
+        topic: &str,
+        before: i64,
+        ceiling: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM message_rows WHERE id IN \
              (SELECT id FROM message_rows WHERE topic_id = (SELECT id FROM topics WHERE topic = ?) \
-              AND ts < ? ORDER BY ts LIMIT ?)",
+              AND ts < ? AND id <= ? ORDER BY ts LIMIT ?)",
         )
         .bind(topic)
         .bind(before)
+        .bind(ceiling)
         .bind(limit)
         .execute(&self.pool)
         .await?;
@@ -55,12 +63,15 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    /// Deletes up to `batch` rule runs older than `before` (unix ms); returns how many went.
-    pub async fn purge_rule_runs(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+    /// Deletes up to `batch` rule runs older than `before` (unix ms) with an id up to `ceiling`;
+    /// returns how many went.
+    pub async fn purge_rule_runs(&self, before: i64, ceiling: i64, batch: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM rule_run_rows WHERE id IN (SELECT id FROM rule_run_rows WHERE ts < ? ORDER BY id LIMIT ?)",
+            "DELETE FROM rule_run_rows WHERE id IN \
+             (SELECT id FROM rule_run_rows WHERE ts < ? AND id <= ? ORDER BY id LIMIT ?)",
         )
         .bind(before)
+        .bind(ceiling)
         .bind(batch)
         .execute(&self.pool)
         .await?;

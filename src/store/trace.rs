@@ -289,7 +289,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(runs(&pool).await.len(), 6);
-        assert_eq!(store.purge_rule_runs(15, 100).await.unwrap(), 4);
+        assert_eq!(store.purge_rule_runs(15, i64::MAX, 100).await.unwrap(), 4);
         let left: Vec<i64> = runs(&pool).await.iter().map(|r| r.4).collect();
         assert_eq!(left, [20, 20]);
     }

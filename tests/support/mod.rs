@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod mosquitto;
+pub mod postgres;
 pub mod relay;
 
 use std::net::TcpListener;
