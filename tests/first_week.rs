@@ -370,7 +370,7 @@ async fn a_long_replay_logs_its_progress_when_stderr_is_no_terminal() {
     )
     .unwrap();
     let start = now_millis() - 60 * MINUTE;
-    let messages: Vec<Message> = (0..120).map(|i| message(start + i * 1000, "busy", "x")).collect();
+    let messages: Vec<Message> = (0..480).map(|i| message(start + i * 1000, "busy", "x")).collect();
     history(&dir.path().join("history.db"), &messages).await;
     let started = Instant::now();
     let output = homewright(dir.path(), &["replay", "--since", "2h"]);
@@ -383,7 +383,7 @@ async fn a_long_replay_logs_its_progress_when_stderr_is_no_terminal() {
     let log = stderr(&output);
     assert!(
         log.lines()
-            .any(|l| l.starts_with("replayed ") && l.contains("/120 messages (")),
+            .any(|l| l.starts_with("replayed ") && l.contains("/480 messages (")),
         "{log}"
     );
 }

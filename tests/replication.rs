@@ -297,6 +297,24 @@ async fn query_over_postgres_reads_and_refuses_a_write() {
     );
     assert!(!sneaky.status.success());
     assert_eq!(db.count("SELECT count(*) FROM actions").await, 0);
+
+    // Every PostgreSQL query of docs/sql.md runs on the schema the engine made.
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sql.md")).expect("docs/sql.md");
+    let queries = crate::sql_docs::fenced_blocks(&docs, "postgresql");
+    assert!(
+        queries.len() >= 3,
+        "found only {} PostgreSQL queries",
+        queries.len()
+    );
+    for sql in &queries {
+        let run = run_homewright(dir.path(), &["query", "--db", &url, sql]);
+        assert!(
+            run.status.success(),
+            "docs/sql.md PostgreSQL query failed:\n{sql}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,13 +14,19 @@ use crate::support::run_homewright as homewright;
 
 const MINUTE: i64 = 60_000;
 
-/// The ```sql blocks of a Markdown text, in order.
+/// The ```sql blocks of a Markdown text, in order (SQLite's; PostgreSQL's are ```postgresql).
 fn sql_blocks(markdown: &str) -> Vec<String> {
+    fenced_blocks(markdown, "sql")
+}
+
+/// The blocks fenced as ```LANG of a Markdown text, in order.
+pub fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
+    let fence = format!("```{lang}");
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match (&mut current, line.trim_end()) {
-            (None, "```sql") => current = Some(String::new()),
+            (None, open) if open == fence => current = Some(String::new()),
             (Some(_), "```") => blocks.extend(current.take()),
             (Some(block), text) => {
                 block.push_str(text);
