@@ -7,7 +7,7 @@
 //! - `true`: the embedded broker, always. `false`: never; the engine connects and retries.
 //!
 //! The embedded broker (cargo feature `embedded-broker`, on by default) is mqtt5's, in this process
-//! ([`embedded`]): MQTT 3.1.1 and 5, retained messages and sessions kept on disk in
+//! (`broker/embedded.rs`, [`EmbeddedBroker`]): MQTT 3.1.1 and 5, retained messages and sessions kept on disk in
 //! `broker.state_dir`, and supervised so that a failure restarts it with its saved state.
 
 pub mod probe;
