@@ -80,6 +80,24 @@ pub(crate) async fn bare_echo_latency(port: u16, rate: u32, seconds: u64, qos: Q
     result
 }
 
+/// `runs` runs of the bare echo and then the engine, in turn, so both see the same machine; the engine's
+/// runs are numbered from `first_run` (each its own client id and history).
+pub(crate) async fn latency_runs(
+    port: u16,
+    work: &Path,
+    rate: u32,
+    seconds: u64,
+    runs: std::ops::Range<usize>,
+    qos: QoS,
+) -> (Vec<Latency>, Vec<Latency>) {
+    let (mut bare, mut engine) = (Vec::new(), Vec::new());
+    for run in runs {
+        bare.push(bare_echo_latency(port, rate, seconds, qos).await);
+        engine.push(engine_latency(port, work, rate, seconds, run, qos).await);
+    }
+    (bare, engine)
+}
+
 pub(crate) async fn engine_latency(
     port: u16,
     work: &Path,

@@ -273,25 +273,21 @@ async fn bench(plan: Plan) {
 
     // Latency: a bare echo first (no engine subscribed), then the engine.
     for rate in [1_000u32, 5_000] {
-        let (mut p50s, mut p99s, mut lost, mut bare50, mut bare99) =
-            (Vec::new(), Vec::new(), 0u64, Vec::new(), Vec::new());
-        for run in 0..plan.runs.min(3) {
-            let bare = bare_echo_latency(port, rate, plan.latency_seconds, QoS::AtMostOnce).await;
-            bare50.push(bare.p50);
-            bare99.push(bare.p99);
-            let e = engine_latency(
-                port,
-                work.path(),
-                rate,
-                plan.latency_seconds,
-                200 + run,
-                QoS::AtMostOnce,
-            )
-            .await;
-            p50s.push(e.p50);
-            p99s.push(e.p99);
-            lost += e.lost;
-        }
+        let runs = 200..200 + plan.runs.min(3);
+        let (bare, engine) = latency_runs(
+            port,
+            work.path(),
+            rate,
+            plan.latency_seconds,
+            runs,
+            QoS::AtMostOnce,
+        )
+        .await;
+        let mut p50s: Vec<f64> = engine.iter().map(|e| e.p50).collect();
+        let mut p99s: Vec<f64> = engine.iter().map(|e| e.p99).collect();
+        let lost: u64 = engine.iter().map(|e| e.lost).sum();
+        let mut bare50: Vec<f64> = bare.iter().map(|b| b.p50).collect();
+        let mut bare99: Vec<f64> = bare.iter().map(|b| b.p99).collect();
         println!(
             "  ({rate} msg/s: engine p50 ms {}, p99 ms {}; bare echo p50 ms {}, p99 ms {})",
             all(&p50s, 2),

@@ -285,25 +285,21 @@ pub(crate) async fn latency_default_broker(plan: Plan) {
     let port = broker.port;
     let mut report = Report { lines: Vec::new() };
     let rate = 1_000;
-    let (mut p90s, mut p99s, mut lost, mut bare90, mut bare99) =
-        (Vec::new(), Vec::new(), 0u64, Vec::new(), Vec::new());
-    for run in 0..plan.runs.min(3) {
-        let bare = bare_echo_latency(port, rate, plan.latency_seconds, QoS::AtLeastOnce).await;
-        bare90.push(bare.p90);
-        bare99.push(bare.p99);
-        let e = engine_latency(
-            port,
-            work.path(),
-            rate,
-            plan.latency_seconds,
-            300 + run,
-            QoS::AtLeastOnce,
-        )
-        .await;
-        p90s.push(e.p90);
-        p99s.push(e.p99);
-        lost += e.lost;
-    }
+    let runs = 300..300 + plan.runs.min(3);
+    let (bare, engine) = latency_runs(
+        port,
+        work.path(),
+        rate,
+        plan.latency_seconds,
+        runs,
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let mut p90s: Vec<f64> = engine.iter().map(|e| e.p90).collect();
+    let mut p99s: Vec<f64> = engine.iter().map(|e| e.p99).collect();
+    let lost: u64 = engine.iter().map(|e| e.lost).sum();
+    let mut bare90: Vec<f64> = bare.iter().map(|b| b.p90).collect();
+    let mut bare99: Vec<f64> = bare.iter().map(|b| b.p99).collect();
     println!(
         "  (1000 msg/s QoS 1, Mosquitto defaults: engine p90 ms {}, p99 ms {}; bare echo p90 ms {}, p99 ms {})",
         all(&p90s, 2),
