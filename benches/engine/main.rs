@@ -20,6 +20,9 @@
 //!   about 6 minutes (`HOMEWRIGHT_BENCH_COMMIT_INTERVAL` sets `database.commit_interval`);
 //! - `latency`: a rule answering every message at 1,000 msg/s QoS 1 through a Mosquitto with its
 //!   default in-flight window of 20 (and Nagle off), beside a bare rumqttc echo; about a minute;
+//!   `sdcard` and `latency` use Mosquitto with the package's drop-in
+//!   (`packaging/mosquitto/homewright.conf`) instead of its defaults when
+//!   `HOMEWRIGHT_BENCH_MOSQUITTO=drop-in`;
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
