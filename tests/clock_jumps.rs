@@ -140,6 +140,23 @@ fn a_forward_jump_of_three_hours_fires_no_after_timer_early() {
 }
 
 #[test]
+fn a_timer_moved_by_a_jump_keeps_its_moved_time_across_a_restart() {
+    let house = House::new(r#"on_message("go", |msg| { after("5m", || publish("timer", "5m")); });"#);
+    let mut sim = house.start(START);
+    sim.publish("go", "").unwrap();
+    sim.advance(MINUTE).unwrap();
+    sim.jump_clock(3 * HOUR).unwrap();
+    house.restart(&mut sim, 0);
+    sim.advance(10 * MINUTE).unwrap();
+    assert_eq!(
+        times(&sim, "timer"),
+        vec![START + 3 * HOUR + 5 * MINUTE],
+        "at its moved time, not late at the restart"
+    );
+    assert!(sim.runs().iter().all(|r| !r.late));
+}
+
+#[test]
 fn every_keeps_its_rhythm_after_the_clock_is_set_back_90_seconds() {
     let mut sim = House::new(r#"every("2s", || publish("tick", "x"));"#).start(START);
     sim.advance(5 * SECOND).unwrap();

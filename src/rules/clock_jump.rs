@@ -4,8 +4,9 @@
 //! ([`Clock::resync`](crate::scheduler::Clock::resync)); then:
 //!
 //! - durations keep their length: `after` timers, `on_for` and `max_on`, `every`, debounce and
-//!   throttle, `on_held` and `on_silent`, the loop guard's pause all move by the jump, so each ends as long after it started as
-//!   it says, in either direction;
+//!   throttle, `on_held` and `on_silent`, the loop guard's pause all move by the jump, so each ends as
+//!   long after it started as it says, in either direction (timers and relay states are written again
+//!   with their moved times);
 //! - calendar triggers (cron, sunrise, sunset) follow the new time. Forward: the firings jumped over
 //!   are skipped, except that a `catch_up: true` trigger that really missed one (it did not run at or
 //!   after that time) runs once, late, as after an outage. Back: a trigger that fires at least once per
@@ -16,9 +17,10 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::host::TriggerKind;
+use super::host::{Callback, OneShot, TriggerKind};
+use super::persist;
 use super::set::{RuleSet, RunKind};
-use crate::event::Output;
+use crate::event::{Output, TimerRecord};
 use crate::scheduler::clock::describe_jump;
 use crate::scheduler::{Due, Location, Recurrence};
 
@@ -68,7 +70,7 @@ impl RuleSet {
             }
             next.or(Some(at))
         });
-        self.host.shift_timers(jump);
+        let timers = self.host.shift_timers(jump);
         super::paced::shift(&mut self.paced, jump);
         super::held::shift(&mut self.watches, jump);
         self.paces.values_mut().for_each(|pace| pace.shift(jump));
@@ -78,6 +80,12 @@ impl RuleSet {
             .into_iter()
             .map(|(name, state)| Output::RelayState { name, state })
             .collect();
+        // Written again, so a restart after the jump re-arms them at their moved time.
+        outputs.extend(
+            timers
+                .iter()
+                .map(|(id, timer)| Output::TimerSet(timer_record(*id, timer))),
+        );
         for (rule, index, missed) in skipped {
             self.after_skip(&rule, index, missed, now, &mut outputs);
         }
@@ -119,6 +127,26 @@ impl RuleSet {
             trigger: key,
             ts: now,
         });
+    }
+}
+
+/// The row of a pending timer, as `after` first wrote it but for its due time.
+fn timer_record(id: i64, timer: &OneShot) -> TimerRecord {
+    let captured = match &timer.callback {
+        Callback::Pointer(pointer) => persist::encode_captured(pointer.curry()),
+        Callback::Restored { captured, .. } => persist::encode_captured(captured),
+    };
+    TimerRecord {
+        id,
+        rule: timer.rule.to_string(),
+        callback: timer.callback.name().to_string(),
+        captured,
+        due: timer.due,
+        position: format!(
+            "{}:{}",
+            timer.position.line().unwrap_or(0),
+            timer.position.position().unwrap_or(0)
+        ),
     }
 }
 

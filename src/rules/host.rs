@@ -331,11 +331,17 @@ impl Host {
     }
 
     /// Moves the due time of every pending `after` timer by `jump` ms (their queue entries move with
-    /// [`Host::retime_schedule`]).
-    pub fn shift_timers(&self, jump: i64) {
-        for timer in self.state().timers.values_mut() {
-            timer.due = timer.due.saturating_add(jump);
-        }
+    /// [`Host::retime_schedule`]); returns them, moved.
+    pub fn shift_timers(&self, jump: i64) -> Vec<(i64, OneShot)> {
+        let mut state = self.state();
+        state
+            .timers
+            .iter_mut()
+            .map(|(id, timer)| {
+                timer.due = timer.due.saturating_add(jump);
+                (*id, timer.clone())
+            })
+            .collect()
     }
 
     /// Moves every relay's times by `jump` ms; returns the states of the relays that are on.
