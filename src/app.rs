@@ -87,8 +87,17 @@ async fn run_engine(
 ) -> Result<(), StartError> {
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
-    let persisted = store.load_persisted().await?;
-    let relay_start = RelayModel::start_states(&config.gpio, &persisted.relays, now_millis());
+    let mut persisted = store.load_persisted().await?;
+    let now = now_millis();
+    if let Some(behind) = crate::scheduler::rebase::rebase(&mut persisted, now, store.last_recorded().await?)
+    {
+        warn!(
+            "the clock is {} behind the history's last record (not synced since boot?); pending timers and relay \
+             limits keep what was left of them then",
+            crate::scheduler::clock::describe_span(behind)
+        );
+    }
+    let relay_start = RelayModel::start_states(&config.gpio, &persisted.relays, now);
     let levels: HashMap<String, bool> = relay_start.iter().map(|(name, s)| (name.clone(), s.on)).collect();
     let backend = match backend {
         Some(backend) => backend,

@@ -5,6 +5,7 @@ mod support;
 mod auto_broker;
 mod bad_input;
 mod cli;
+mod clock_jumps;
 mod commits;
 mod crash;
 mod database_faults;

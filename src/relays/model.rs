@@ -139,6 +139,20 @@ impl RelayModel {
         }
     }
 
+    /// Moves every relay's times by `jump` ms (the wall clock jumped and their durations keep their
+    /// length); returns the states of the relays that are on, whose deadlines moved.
+    pub fn shift(&mut self, jump: i64) -> Vec<(String, RelayState)> {
+        let mut moved = Vec::new();
+        for (name, state) in &mut self.states {
+            state.since = state.since.saturating_add(jump);
+            state.off_due = state.off_due.map(|at| at.saturating_add(jump));
+            if state.on {
+                moved.push((name.clone(), *state));
+            }
+        }
+        moved
+    }
+
     /// Applies `op` to `name` at `now`; `Err` says why it is refused (unknown relay, interlock).
     pub fn apply(&mut self, name: &str, op: Op, now: i64) -> Result<Applied, String> {
         let current = self

@@ -47,6 +47,13 @@ enum Kind {
     Silent,
 }
 
+/// Moves every hold's and silence's start by `jump` ms: the wall clock jumped and they keep their length.
+pub(super) fn shift(watches: &mut Watches, jump: i64) {
+    for watch in watches.values_mut().flat_map(|topics| topics.values_mut()) {
+        watch.since = watch.since.saturating_add(jump);
+    }
+}
+
 fn watched(kind: &TriggerKind) -> Option<(Kind, &str, i64)> {
     match kind {
         TriggerKind::Held { filter, duration, .. } => Some((Kind::Held, filter, *duration)),

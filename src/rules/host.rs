@@ -325,6 +325,30 @@ impl Host {
         Arc::clone(&self.state().outbound)
     }
 
+    /// Moves every queued deadline to the time `retime` gives it, see [`Schedule::retime`].
+    pub fn retime_schedule(&self, retime: impl FnMut(i64, &Due) -> Option<i64>) {
+        self.state().schedule.retime(retime);
+    }
+
+    /// Moves the due time of every pending `after` timer by `jump` ms (their queue entries move with
+    /// [`Host::retime_schedule`]); returns them, moved.
+    pub fn shift_timers(&self, jump: i64) -> Vec<(i64, OneShot)> {
+        let mut state = self.state();
+        state
+            .timers
+            .iter_mut()
+            .map(|(id, timer)| {
+                timer.due = timer.due.saturating_add(jump);
+                (*id, timer.clone())
+            })
+            .collect()
+    }
+
+    /// Moves every relay's times by `jump` ms; returns the states of the relays that are on.
+    pub fn shift_relays(&self, jump: i64) -> Vec<(String, crate::relays::model::RelayState)> {
+        self.state().relays.shift(jump)
+    }
+
     /// Sets up the relays (at start, before any rule runs).
     pub fn set_relays(&self, model: RelayModel) {
         self.state().relays = model;

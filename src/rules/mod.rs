@@ -6,6 +6,7 @@
 //! stopped, logged and traced; nothing else stops.
 
 pub mod api;
+mod clock_jump;
 pub mod diagnostic;
 pub mod engine;
 mod held;

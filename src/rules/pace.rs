@@ -47,6 +47,18 @@ pub(super) struct Pace {
     paused_until: i64,
 }
 
+impl Pace {
+    /// The wall clock jumped by `jump` ms: a pause keeps its length, and the count starts again (its
+    /// seconds are of the old time).
+    pub(super) fn shift(&mut self, jump: i64) {
+        if self.paused_until != 0 {
+            self.paused_until = self.paused_until.saturating_add(jump);
+        }
+        self.second = 0;
+        self.runs = [0; HOT_SECONDS];
+    }
+}
+
 impl RuleSet {
     /// Sets the loop guard (the default is [`LoopGuard::default`]).
     pub fn set_loop_guard(&mut self, guard: LoopGuard) {

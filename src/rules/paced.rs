@@ -29,6 +29,14 @@ pub(super) struct Paced {
 /// Keyed by (rule, trigger index, topic).
 pub(super) type PacedTopics = HashMap<(Arc<str>, usize, Arc<str>), Paced>;
 
+/// Moves every topic's deadline by `jump` ms: the wall clock jumped and a quiet time or a period keeps
+/// its length.
+pub(super) fn shift(topics: &mut PacedTopics, jump: i64) {
+    for state in topics.values_mut().filter(|s| s.until != i64::MIN) {
+        state.until = state.until.saturating_add(jump);
+    }
+}
+
 impl RuleSet {
     /// A message for trigger `t` of rule `r`, paced: runs it now or holds it back.
     pub(super) fn pace(

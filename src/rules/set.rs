@@ -116,6 +116,9 @@ pub struct RuleSet {
     /// See [`super::pace`].
     pub(super) loop_guard: super::pace::LoopGuard,
     pub(super) paces: foldhash::HashMap<Arc<str>, super::pace::Pace>,
+    /// When each catch-up trigger last ran, by (rule, trigger key): tells a firing a forward clock jump
+    /// skipped from one that already ran.
+    pub(super) last_runs: HashMap<(String, String), i64>,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
     routes: foldhash::HashMap<String, Arc<[(usize, usize)]>>,
 }
@@ -155,6 +158,7 @@ impl RuleSet {
             loop_guard: Default::default(),
             paces: Default::default(),
             routes: Default::default(),
+            last_runs: HashMap::new(),
         }
     }
 
@@ -170,7 +174,7 @@ impl RuleSet {
             Limits::of(config),
             Some(services),
             persisted,
-            Clock::Wall,
+            Clock::steady(),
             config.location.clone(),
         );
         rules.set_relays(config.gpio.clone(), &config.mqtt.base_topic, relays);

@@ -103,6 +103,7 @@ impl RuleSet {
     fn catch_up(&mut self, outputs: &mut Vec<Output>) {
         let now = self.clock.now();
         let runs = std::mem::take(&mut self.persisted.trigger_runs);
+        self.last_runs.clone_from(&runs);
         let location = self.host.location();
         let mut missed = Vec::new();
         for (rule_index, rule) in self.rules.iter().enumerate() {
@@ -152,6 +153,20 @@ impl RuleSet {
                 ts: now,
             });
         }
+        for output in outputs.iter() {
+            self.note_trigger_ran(Some(output));
+        }
+    }
+
+    /// Remembers when a catch-up trigger ran (the latest time seen), if `output` says one did.
+    fn note_trigger_ran(&mut self, output: Option<&Output>) {
+        if let Some(Output::TriggerRan { rule, trigger, ts }) = output {
+            let last = self
+                .last_runs
+                .entry((rule.to_string(), trigger.clone()))
+                .or_insert(*ts);
+            *last = (*last).max(*ts);
+        }
     }
 
     /// The earliest deadline of a trigger or timer.
@@ -164,7 +179,10 @@ impl RuleSet {
         let mut outputs = Vec::new();
         while let Some((at, due)) = self.host.pop_due(now) {
             match due {
-                Due::Trigger { rule, index } => self.fire_trigger(&rule, index, at, now, &mut outputs),
+                Due::Trigger { rule, index } => {
+                    self.fire_trigger(&rule, index, at, now, &mut outputs);
+                    self.note_trigger_ran(outputs.last());
+                }
                 Due::Timer { id } => {
                     let Some(timer) = self.host.take_timer(id) else {
                         continue;
@@ -251,7 +269,12 @@ impl RuleSet {
 /// The last firing of `recurrence` after `last` and at or before `now`, if any was missed. Looked for
 /// in the most recent minute, hour, day, ... first, so a trigger every second over a week-long outage
 /// takes a few steps, not half a million.
-fn latest_missed(recurrence: &Recurrence, last: i64, now: i64, location: &Location) -> Option<i64> {
+pub(super) fn latest_missed(
+    recurrence: &Recurrence,
+    last: i64,
+    now: i64,
+    location: &Location,
+) -> Option<i64> {
     const WINDOWS: [i64; 6] = [
         60_000,
         3_600_000,

@@ -30,7 +30,8 @@ pub const OUTPUT_CAPACITY: usize = 4_096;
 pub const STACK_SIZE: usize = 16 * 1024 * 1024;
 
 /// Longest sleep between two looks at the wall clock. A Pi has no real-time clock and its time jumps
-/// when NTP syncs after boot; waking this often keeps timers true to the wall clock anyway.
+/// when NTP syncs after boot; waking this often notices a jump within a second (see
+/// [`Clock::resync`](crate::scheduler::Clock::resync)).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a rule file must stay unchanged before it is reloaded: one save is often several file
@@ -85,6 +86,12 @@ impl RuleWorker {
         self.load();
         let mut reloads: HashMap<PathBuf, Instant> = HashMap::new();
         'events: loop {
+            if let Some(jump) = self.rules.clock.resync() {
+                let moved = self.guarded(|rules| rules.clock_jumped(jump));
+                if !self.send(moved) {
+                    break;
+                }
+            }
             let now = self.rules.clock.now();
             let due = self.guarded(|rules| rules.fire_due(now));
             if !self.send(due) {

@@ -6,6 +6,7 @@
 //! timer can never race the rule that set or cancelled it.
 
 pub mod clock;
+pub mod rebase;
 pub mod spec;
 pub mod when;
 pub mod zone;
@@ -69,6 +70,16 @@ impl Schedule {
         Some((at, due))
     }
 
+    /// Moves every entry to the time `retime` gives it (`None`: drops it), keeping the order of entries
+    /// that end up at the same time.
+    pub fn retime(&mut self, mut retime: impl FnMut(i64, &Due) -> Option<i64>) {
+        let queue = std::mem::take(&mut self.queue);
+        self.queue = queue
+            .into_iter()
+            .filter_map(|((at, sequence), due)| Some(((retime(at, &due)?, sequence), due)))
+            .collect();
+    }
+
     /// Forgets the recurring triggers and topic watches of `rule` (before it is loaded again).
     pub fn remove_rule(&mut self, rule: &str) {
         self.queue.retain(|_, due| {
@@ -93,6 +104,21 @@ mod tests {
         assert_eq!(schedule.pop_due(10), Some((10, Due::Timer { id: 2 })));
         assert_eq!(schedule.pop_due(29), None);
         assert_eq!(schedule.pop_due(100), Some((30, Due::Timer { id: 3 })));
+        assert_eq!(schedule.next(), None);
+    }
+
+    #[test]
+    fn retimed_entries_move_or_go() {
+        let mut schedule = Schedule::default();
+        schedule.insert(10, Due::Timer { id: 1 });
+        schedule.insert(20, Due::Timer { id: 2 });
+        schedule.insert(30, Due::Timer { id: 3 });
+        schedule.retime(|at, due| match due {
+            Due::Timer { id: 2 } => None,
+            _ => Some(at + 100),
+        });
+        assert_eq!(schedule.pop_due(110), Some((110, Due::Timer { id: 1 })));
+        assert_eq!(schedule.pop_due(1_000), Some((130, Due::Timer { id: 3 })));
         assert_eq!(schedule.next(), None);
     }
 }

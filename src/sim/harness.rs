@@ -124,6 +124,18 @@ impl Simulation {
         options: Options,
         start: i64,
     ) -> Result<Simulation, SimulationError> {
+        Simulation::open(db, source, options, start, false)
+    }
+
+    /// [`Simulation::start_with`]; with `rebase`, pending times are re-based as the engine does at
+    /// start when the clock is behind the history ([`crate::scheduler::rebase`]).
+    fn open(
+        db: &Path,
+        source: RuleSource<'_>,
+        options: Options,
+        start: i64,
+        rebase: bool,
+    ) -> Result<Simulation, SimulationError> {
         let Options {
             location,
             limits,
@@ -145,7 +157,10 @@ impl Simulation {
                 Store::open(db).await?
             };
             let reader = HistoryReader::open(db).await?;
-            let persisted = store.load_persisted().await?;
+            let mut persisted = store.load_persisted().await?;
+            if rebase {
+                crate::scheduler::rebase::rebase(&mut persisted, start, store.last_recorded().await?);
+            }
             Ok::<_, StoreError>((store, reader, persisted))
         })?;
         let clock = Clock::virtual_at(start);
@@ -185,7 +200,8 @@ impl Simulation {
     /// Stops, stays down for `down` ms of virtual time, and starts again on the same history with
     /// `source` and `options`, as the service would after an outage: persisted timers, catch-up
     /// triggers, `store_set` values and relay states carry over, captured variables do not. The log of
-    /// what happened before is kept.
+    /// what happened before is kept. A negative `down` starts that much before the time it stopped: a
+    /// machine without a real-time clock that booted on an old time.
     pub fn restart(
         &mut self,
         db: &Path,
@@ -193,11 +209,11 @@ impl Simulation {
         options: Options,
         down: i64,
     ) -> Result<(), SimulationError> {
-        let at = self.now() + down.max(0);
+        let at = self.now() + down;
         let mut earlier = std::mem::take(&mut self.log);
         // Everything is written already (each output is recorded as it happens): the next start reads
         // it back as the service would.
-        let next = Simulation::start_with(db, source, options, at)?;
+        let next = Simulation::open(db, source, options, at, true)?;
         let old = std::mem::replace(self, next);
         old.stop();
         earlier.append(&mut self.log);
@@ -250,6 +266,14 @@ impl Simulation {
     /// Moves the clock to `at`, running every trigger and timer due on the way at its own time.
     pub fn advance_to(&mut self, at: i64) -> Result<(), StoreError> {
         let outputs = self.rules.advance_to(at);
+        self.record(outputs)
+    }
+
+    /// The wall clock steps by `jump` ms (either way) without time passing, as the engine's clock
+    /// notices it: durations keep their length, calendar triggers follow the new time.
+    pub fn jump_clock(&mut self, jump: i64) -> Result<(), StoreError> {
+        self.clock.set(self.now() + jump);
+        let outputs = self.rules.clock_jumped(jump);
         self.record(outputs)
     }
 

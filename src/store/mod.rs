@@ -5,6 +5,7 @@
 
 pub mod deliveries;
 mod housekeeping;
+mod last_recorded;
 mod messages;
 pub mod outbox;
 pub mod postgres;
