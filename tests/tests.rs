@@ -4,6 +4,7 @@ mod support;
 
 mod auto_broker;
 mod bad_input;
+mod bridge;
 mod cli;
 mod commits;
 mod crash;
@@ -26,6 +27,7 @@ mod refused_publishes;
 mod relays;
 mod reload;
 mod replication;
+mod replication_tls;
 mod retention;
 mod rule_safety;
 mod rules_md;

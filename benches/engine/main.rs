@@ -20,6 +20,8 @@
 //!   about 6 minutes (`HOMEWRIGHT_BENCH_COMMIT_INTERVAL` sets `database.commit_interval`);
 //! - `latency`: a rule answering every message at 1,000 msg/s QoS 1 through a Mosquitto with its
 //!   default in-flight window of 20 (and Nagle off), beside a bare rumqttc echo; about a minute;
+//! - `postgres`: replication's catch-up of a day of a 20 msg/s house and query latency over a month of
+//!   10 sites, on the PostgreSQL at 127.0.0.1:5432 (see `postgres.rs`); about 10 minutes;
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -42,6 +44,7 @@ mod latency;
 #[path = "../../tests/support/mosquitto.rs"]
 #[allow(dead_code)]
 mod mosquitto;
+mod postgres;
 mod process;
 mod sdcard;
 
@@ -132,6 +135,10 @@ fn main() {
     }
     if mode == "latency" {
         runtime.block_on(latency_default_broker(plan));
+        return;
+    }
+    if mode == "postgres" {
+        runtime.block_on(postgres::postgres());
         return;
     }
     if mode == "store" {
