@@ -127,26 +127,24 @@ impl PgSiteReader {
 
     /// How many messages the site received in [`since`, `until`).
     pub async fn count_messages(&self, since: i64, until: i64) -> Result<i64, sqlx::Error> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM message_rows WHERE site = $1 AND ts >= $2 AND ts < $3")
-                .bind(&self.site)
-                .bind(since)
-                .bind(until)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        sqlx::query_scalar("SELECT count(*) FROM message_rows WHERE site = $1 AND ts >= $2 AND ts < $3")
+            .bind(&self.site)
+            .bind(since)
+            .bind(until)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// The id just below the site's first message in [`since`, `until`), to page from.
     pub async fn id_before(&self, since: i64, until: i64) -> Result<i64, sqlx::Error> {
-        Ok(sqlx::query_scalar(
+        sqlx::query_scalar(
             "SELECT coalesce(min(id), 1) - 1 FROM message_rows WHERE site = $1 AND ts >= $2 AND ts < $3",
         )
         .bind(&self.site)
         .bind(since)
         .bind(until)
         .fetch_one(&self.pool)
-        .await?)
+        .await
     }
 
     /// Up to `limit` of the site's messages in [`since`, `until`) with an id above `after_id`, in
