@@ -18,7 +18,7 @@ use homewright::event::{Message, RuleRun};
 use homewright::replicate::Replicator;
 use homewright::store::postgres::PgHistory;
 use homewright::store::replica::Table;
-use homewright::store::{RecordBatch, Store};
+use homewright::store::{HistoryReader, RecordBatch, SqlValue, Store};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 use tokio_util::sync::CancellationToken;
@@ -154,8 +154,19 @@ async fn catch_up(admin: &PgPool, report: &mut Report) {
         "catch-up: {messages} messages and {messages} rule runs stored locally in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let message_top = store.purge_ceiling(Table::Messages).await.unwrap();
-    let runs_top = store.purge_ceiling(Table::RuleRuns).await.unwrap();
+    let reader = HistoryReader::open(store.path()).await.unwrap();
+    let mut top = Vec::new();
+    for sql in [
+        "SELECT max(id) FROM message_rows",
+        "SELECT max(id) FROM rule_run_rows",
+    ] {
+        let result = reader.query(sql, &[], None).await.unwrap();
+        match result.rows.first().map(Vec::as_slice) {
+            Some([SqlValue::Integer(id)]) => top.push(*id),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let (message_top, runs_top) = (top[0], top[1]);
 
     let config = replicate_config(&url, "house");
     let replicator = Replicator::new(store.clone(), &config).await.unwrap();
@@ -228,7 +239,7 @@ async fn queries(admin: &PgPool, report: &mut Report) {
     for site in 1..=SITES {
         pool.execute(AssertSqlSafe(format!(
             "INSERT INTO message_rows (site, id, ts, topic, payload, qos, retain) \
-             SELECT 'site{site}', m * {topics} + t + 1, {start} + m * 60000, 'sensor/t' || t, \
+             SELECT 'site{site}', m * {topics} + t + 1, {start} + m::bigint * 60000, 'sensor/t' || t, \
                     round((15 + 8 * sin(m / 300.0 + t + {site}))::numeric, 2)::text, 0, 0 \
              FROM generate_series(0, {last_minute}) m, generate_series(0, {last_topic}) t",
             last_minute = MINUTES - 1,

@@ -54,21 +54,14 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     let reading = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let history = match super::postgres_db(args.db, args.site)? {
-        Some(url) => History::Postgres(reading.block_on(PgSiteReader::open(url, args.site))?),
+    let source = match super::postgres_db(args.db, args.site)? {
+        Some(url) => Source::Postgres(reading.block_on(PgSiteReader::open(url, args.site))?),
         None => {
             let db = super::history_path(args.db, Some(&config), args.config)?;
-            History::Local(reading.block_on(HistoryReader::open(&db))?)
+            Source::Local(reading.block_on(HistoryReader::open(&db))?)
         }
     };
-    let total = match &history {
-        History::Local(reader) => reading.block_on(reader.count_messages(since, until))?,
-        History::Postgres(reader) => reading.block_on(reader.count_messages(since, until))?,
-    };
-    let source = match &history {
-        History::Local(reader) => Source::Local(reader),
-        History::Postgres(reader) => Source::Postgres(reader),
-    };
+    let total = reading.block_on(source.count_messages(since, until))?;
 
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
     let options = Options::of(&config, true);
@@ -94,7 +87,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     printer.header()?;
     crate::sim::replay::replay(
         &mut sim,
-        source,
+        &source,
         &reading,
         (since, until, until.min(now)),
         |outputs, message| -> anyhow::Result<()> {
@@ -115,12 +108,6 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     );
     sim.stop();
     Ok(ExitCode::SUCCESS)
-}
-
-/// The history a replay reads, owned for the length of the replay.
-enum History {
-    Local(HistoryReader),
-    Postgres(PgSiteReader),
 }
 
 /// The named rules' files, or every rule file.

@@ -14,12 +14,20 @@ use crate::store::{HistoryReader, StoreError};
 const PAGE: i64 = 5_000;
 
 /// Where the messages come from: the local history, or one site's history on PostgreSQL.
-pub enum Source<'a> {
-    Local(&'a HistoryReader),
-    Postgres(&'a PgSiteReader),
+pub enum Source {
+    Local(HistoryReader),
+    Postgres(PgSiteReader),
 }
 
-impl Source<'_> {
+impl Source {
+    /// How many messages [`since`, `until`) holds (for progress).
+    pub async fn count_messages(&self, since: i64, until: i64) -> Result<i64, StoreError> {
+        match self {
+            Source::Local(reader) => reader.count_messages(since, until).await,
+            Source::Postgres(reader) => Ok(reader.count_messages(since, until).await?),
+        }
+    }
+
     /// An id below the first message of [`since`, `until`), to page from.
     async fn id_before(&self, since: i64, until: i64) -> Result<i64, StoreError> {
         match self {
@@ -45,7 +53,7 @@ impl Source<'_> {
 /// `each` gets the outputs of every step and, when the step was a message, its time (for progress).
 pub fn replay<E: From<StoreError>>(
     sim: &mut Simulation,
-    source: Source<'_>,
+    source: &Source,
     runtime: &Runtime,
     (since, until, end): (i64, i64, i64),
     mut each: impl FnMut(Vec<Output>, Option<i64>) -> Result<(), E>,
