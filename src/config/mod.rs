@@ -153,8 +153,8 @@ pub struct ReplicateConfig {
     pub site: String,
     /// From `password`, `password_file` or `password_env`; overrides one in the URL.
     pub password: Option<Secret>,
-    /// `history.replicate.tls`: TLS to the server, its certificate checked against this CA and its
-    /// host name (as `sslmode=verify-full`).
+    /// `history.replicate.tls`: TLS to the server, its certificate checked against this CA (and the
+    /// system's) and its host name (as `sslmode=verify-full`).
     pub tls: Option<TlsConfig>,
 }
 
