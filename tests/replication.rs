@@ -11,6 +11,7 @@ use homewright::event::Message;
 use homewright::store::Store;
 use homewright::store::postgres::PgHistory;
 use rumqttc::QoS;
+use sqlx::{AssertSqlSafe, Executor};
 
 use crate::support::postgres::{PgDb, Proxy};
 use crate::support::{Client, Engine, Process, Setup, count, eventually, free_port, run_homewright};
@@ -248,6 +249,7 @@ async fn query_over_postgres_reads_and_refuses_a_write() {
         target: db.name.clone(),
         site: "home".into(),
         password: None,
+        tls: None,
     };
     PgHistory::connect(&config)
         .await
@@ -352,4 +354,114 @@ async fn a_bad_url_is_named_in_the_log_and_the_engine_keeps_storing() {
         engine.signal("TERM");
         assert_eq!(engine.wait().await, Some(0));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plot_and_replay_read_a_sites_replicated_history() {
+    let Some(db) = PgDb::create("plot and replay over PostgreSQL").await else {
+        return;
+    };
+    // A day-old hour of readings, one a minute, replicated by a live engine.
+    const START: i64 = 1_796_400_000_000; // 2026-12-04T16:00:00Z
+    let setup = replicating(Setup::embedded(), &db.url(), "home").rule(
+        "fan",
+        r#"on_message("sensor/temp", |msg| { if msg.payload.ends_with("5") { publish("fan", msg.payload); } });"#,
+    );
+    {
+        let store = Store::open(&setup.db_path()).await.expect("open the history");
+        let messages: Vec<Message> = (0..60)
+            .map(|i| Message {
+                ts: START + i * 60_000,
+                topic: "sensor/temp".into(),
+                payload: Bytes::from(i.to_string()),
+                qos: 1,
+                retain: false,
+                dup: false,
+            })
+            .collect();
+        store
+            .insert_messages(&messages.iter().collect::<Vec<_>>())
+            .await
+            .expect("insert");
+        store.close().await;
+    }
+    let engine = Engine::start(setup).await;
+    until_replicated(&db, &engine.setup, "home", Duration::from_secs(30)).await;
+    let setup = engine.stop().await;
+    // Another house's readings on the same topic, in the same hour: never part of `home`'s answers.
+    db.pool
+        .execute(AssertSqlSafe(format!(
+            "INSERT INTO message_rows (site, id, ts, topic, payload, qos, retain) \
+             SELECT 'cabin', i, {START} + i * 30000, 'sensor/temp', '75', 1, 0 FROM generate_series(1, 20) i; \
+             INSERT INTO topics VALUES ('cabin', 'sensor/temp', 20, {START} + 20 * 30000)"
+        )))
+        .await
+        .expect("add the cabin's readings");
+    // Only the server has the history now.
+    std::fs::remove_file(setup.db_path()).expect("remove the local history");
+    let dir = setup.dir.path();
+    let url = db.url();
+    let (since, until) = ("2026-12-04T15:30:00Z", "2026-12-04T17:30:00Z");
+
+    let chart = dir.join("temp.svg");
+    let plot = run_homewright(
+        dir,
+        &[
+            "plot",
+            "--db",
+            &url,
+            "--site",
+            "home",
+            "sensor/temp",
+            "--since",
+            since,
+            "--until",
+            until,
+            "--out",
+            chart.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert!(plot.status.success(), "{}", String::from_utf8_lossy(&plot.stderr));
+    assert!(String::from_utf8_lossy(&plot.stdout).contains("(60 values)"));
+    assert!(
+        std::fs::read_to_string(&chart)
+            .expect("the chart")
+            .contains("<polyline")
+    );
+
+    let replay = run_homewright(
+        dir,
+        &[
+            "replay", "--db", &url, "--site", "home", "--since", since, "--until", until, "--format", "csv",
+        ],
+    );
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let out = String::from_utf8_lossy(&replay.stdout);
+    let fans: Vec<&str> = out.lines().filter(|l| l.contains(",fan,publish,fan,")).collect();
+    // 5, 15, 25, 35, 45, 55: home's own readings, in order, never the cabin's 75s.
+    let values: Vec<&str> = fans.iter().filter_map(|l| l.split(',').nth(4)).collect();
+    assert_eq!(values, ["5", "15", "25", "35", "45", "55"], "{out}");
+    assert!(String::from_utf8_lossy(&replay.stderr).contains("replayed 60 messages"));
+
+    // With two sites, one must be named; an unknown one is listed against the known.
+    let unnamed = run_homewright(dir, &["plot", "--db", &url, "sensor/temp", "--since", since]);
+    assert!(!unnamed.status.success());
+    let stderr = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(stderr.contains("--site (cabin, home)"), "{stderr}");
+    let unknown = run_homewright(
+        dir,
+        &[
+            "replay", "--db", &url, "--site", "flat", "--since", since, "--until", until,
+        ],
+    );
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("no site `flat`") && stderr.contains("cabin, home"),
+        "{stderr}"
+    );
 }

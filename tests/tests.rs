@@ -4,6 +4,7 @@ mod support;
 
 mod auto_broker;
 mod bad_input;
+mod bridge;
 mod cli;
 mod clock_jumps;
 mod commits;
@@ -27,6 +28,7 @@ mod refused_publishes;
 mod relays;
 mod reload;
 mod replication;
+mod replication_tls;
 mod retention;
 mod rule_safety;
 mod rules_md;

@@ -23,6 +23,8 @@
 //!   `sdcard` and `latency` use Mosquitto with the package's drop-in
 //!   (`packaging/mosquitto/homewright.conf`) instead of its defaults when
 //!   `HOMEWRIGHT_BENCH_MOSQUITTO=drop-in`;
+//! - `postgres`: replication's catch-up of a day of a 20 msg/s house and query latency over a month of
+//!   10 sites, on the PostgreSQL at 127.0.0.1:5432 (see `postgres.rs`); about 10 minutes;
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -45,6 +47,7 @@ mod latency;
 #[path = "../../tests/support/mosquitto.rs"]
 #[allow(dead_code)]
 mod mosquitto;
+mod postgres;
 mod process;
 mod sdcard;
 
@@ -135,6 +138,10 @@ fn main() {
     }
     if mode == "latency" {
         runtime.block_on(latency_default_broker(plan));
+        return;
+    }
+    if mode == "postgres" {
+        runtime.block_on(postgres::postgres());
         return;
     }
     if mode == "store" {

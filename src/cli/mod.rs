@@ -72,9 +72,14 @@ pub enum Command {
         /// Config file (rules, location, database).
         #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
-        /// Database file; overrides the config's database.path.
-        #[arg(long, value_name = "PATH")]
+        /// Database file (overrides the config's database.path), or a postgres:// URL of a
+        /// replicated history, read on a read-only session.
+        #[arg(long, value_name = "PATH|URL")]
         db: Option<PathBuf>,
+        /// With a postgres:// --db: the site (history.replicate.site) whose messages to replay;
+        /// needed when the database holds several.
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
         /// Start: 2026-11-24, 2026-11-24T18:00, RFC 3339, or a duration ago such as 7d.
         #[arg(long, value_name = "TIME")]
         since: String,
@@ -128,9 +133,14 @@ pub enum Command {
         /// Config file (for database.path).
         #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
-        /// Database file; overrides the config's database.path.
-        #[arg(long, value_name = "PATH")]
+        /// Database file (overrides the config's database.path), or a postgres:// URL of a
+        /// replicated history, read on a read-only session.
+        #[arg(long, value_name = "PATH|URL")]
         db: Option<PathBuf>,
+        /// With a postgres:// --db: the site (history.replicate.site) whose topic to chart; needed
+        /// when the database holds several.
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
         /// The topic, e.g. greenhouse/temperature, or a field of its JSON: TOPIC:$.temperature.
         topic: String,
         /// Start: a duration ago (24h, 7d), a date (2026-11-24), a local time (2026-11-24T18:00).
@@ -182,6 +192,20 @@ pub(crate) fn history_path(
         .path)
 }
 
+/// The PostgreSQL URL `--db` holds, if it holds one; `--site` only goes with one.
+pub(crate) fn postgres_db<'a>(
+    db: Option<&'a std::path::Path>,
+    site: Option<&str>,
+) -> anyhow::Result<Option<&'a str>> {
+    let url = db
+        .and_then(std::path::Path::to_str)
+        .filter(|d| crate::store::postgres::read::is_url(d));
+    if url.is_none() && site.is_some() {
+        anyhow::bail!("--site reads a replicated history: give it with --db postgres://USER@HOST/DATABASE");
+    }
+    Ok(url)
+}
+
 /// A time argument (`--since`, `--until`): a date, a date and time, RFC 3339, or a duration meaning
 /// that long before `now`, local to `zone`; an error names the flag.
 pub(crate) fn time_arg(
@@ -209,6 +233,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Replay {
             config,
             db,
+            site,
             since,
             until,
             format,
@@ -217,6 +242,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let args = replay::Replay {
                 config: &config,
                 db: db.as_deref(),
+                site: site.as_deref(),
                 since: &since,
                 until: until.as_deref(),
                 format,
@@ -257,6 +283,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plot {
             config,
             db,
+            site,
             topic,
             since,
             until,
@@ -265,6 +292,7 @@ pub fn run(cli: Cli) -> ExitCode {
             plot::PlotArgs {
                 config: &config,
                 db: db.as_deref(),
+                site: site.as_deref(),
                 spec: &topic,
                 since: &since,
                 until: until.as_deref(),

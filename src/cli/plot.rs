@@ -1,5 +1,6 @@
 //! `homewright plot TOPIC[:$.field] [--since 24h] [--until TIME] [--out FILE.svg|.png]`: a topic's
-//! history as a chart file, or as text in the terminal.
+//! history as a chart file, or as text in the terminal. `--db postgres://... --site NAME` charts a
+//! site's replicated history instead of the local file.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,12 +13,14 @@ use crate::event::now_millis;
 use crate::plot::{self, Series, Spec, chart, terminal};
 use crate::scheduler::Zone;
 use crate::scheduler::when::format_local;
+use crate::store::postgres::read::PgSiteReader;
 use crate::store::{HistoryReader, SqlValue};
 
 /// What `plot` was asked for.
 pub struct PlotArgs<'a> {
     pub config: &'a Path,
     pub db: Option<&'a Path>,
+    pub site: Option<&'a str>,
     pub spec: &'a str,
     pub since: &'a str,
     pub until: Option<&'a str>,
@@ -41,13 +44,18 @@ pub fn plot(args: PlotArgs<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     if let Some(path) = args.out {
         chart::Format::for_path(path).map_err(anyhow::Error::msg)?;
     }
-    let db = super::history_path(args.db, config.as_ref().ok(), args.config)?;
-    let (series, known) = load(&db, &spec, from, to)?;
+    let (series, known, source) = match super::postgres_db(args.db, args.site)? {
+        Some(url) => load_postgres(url, args.site, &spec, from, to)?,
+        None => {
+            let db = super::history_path(args.db, config.as_ref().ok(), args.config)?;
+            let (series, known) = load(&db, &spec, from, to)?;
+            (series, known, db.display().to_string())
+        }
+    };
     if !known {
         anyhow::bail!(
-            "no such topic: {} has no message in {} (list the topics with: homewright query \"SELECT topic FROM latest ORDER BY topic\")",
+            "no such topic: {} has no message in {source} (list the topics with: homewright query \"SELECT topic FROM latest ORDER BY topic\")",
             spec.topic,
-            db.display()
         );
     }
     if series.points.is_empty() {
@@ -77,6 +85,29 @@ pub fn plot(args: PlotArgs<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         None => write!(out, "{}", terminal::render(&spec.text, &series, from, to, &zone))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The series from a site's replicated history, whether the topic is known there, and the site's name.
+fn load_postgres(
+    url: &str,
+    site: Option<&str>,
+    spec: &Spec,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<(Series, bool, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let reader = PgSiteReader::open(url, site).await?;
+        let rows = reader.payloads(&spec.topic, from, to).await?;
+        let series = Series::from_payloads(rows.iter().map(|(ts, p)| (*ts, p.as_slice())), spec);
+        let known = !rows.is_empty() || reader.knows_topic(&spec.topic).await?;
+        let source = format!("site {} of {}", reader.site, reader.target);
+        reader.close().await;
+        anyhow::Ok((series, known, source))
+    })
 }
 
 /// The series, and whether the topic has any message at all in the history.

@@ -1,6 +1,7 @@
 //! `homewright replay`: the stored messages of a period, in arrival order, through the rules on virtual
 //! time (timers fire at their virtual times), performing nothing: it prints what the rules would have
-//! published, when and by which rule. "What would my new rule have done last week?"
+//! published, when and by which rule. "What would my new rule have done last week?" With
+//! `--db postgres://... --site NAME`, the messages come from that site's replicated history.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -17,13 +18,16 @@ use crate::event::{Action, Output, now_millis};
 use crate::rules::rule_files;
 use crate::scheduler::Zone;
 use crate::scheduler::when::format_local;
+use crate::sim::replay::Source;
 use crate::sim::{Options, RuleSource, Simulation};
 use crate::store::HistoryReader;
+use crate::store::postgres::read::PgSiteReader;
 
 /// What to replay.
 pub struct Replay<'a> {
     pub config: &'a Path,
     pub db: Option<&'a Path>,
+    pub site: Option<&'a str>,
     pub since: &'a str,
     pub until: Option<&'a str>,
     pub format: Format,
@@ -47,12 +51,17 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
         format_local(until, &zone)
     );
     let files = chosen_rules(&config, args.rules)?;
-    let db = super::history_path(args.db, Some(&config), args.config)?;
     let reading = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let reader = reading.block_on(HistoryReader::open(&db))?;
-    let total = reading.block_on(reader.count_messages(since, until))?;
+    let source = match super::postgres_db(args.db, args.site)? {
+        Some(url) => Source::Postgres(reading.block_on(PgSiteReader::open(url, args.site))?),
+        None => {
+            let db = super::history_path(args.db, Some(&config), args.config)?;
+            Source::Local(reading.block_on(HistoryReader::open(&db))?)
+        }
+    };
+    let total = reading.block_on(source.count_messages(since, until))?;
 
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
     let options = Options::of(&config, true);
@@ -78,7 +87,7 @@ pub fn replay(args: Replay<'_>, out: &mut impl Write) -> anyhow::Result<ExitCode
     printer.header()?;
     crate::sim::replay::replay(
         &mut sim,
-        &reader,
+        &source,
         &reading,
         (since, until, until.min(now)),
         |outputs, message| -> anyhow::Result<()> {

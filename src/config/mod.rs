@@ -61,15 +61,15 @@ pub struct MqttConfig {
     pub tls: Option<TlsConfig>,
 }
 
-/// PEM material for TLS, read from the files `mqtt.tls` names when the config is loaded, so that a
+/// PEM material for TLS, read from the files `mqtt.tls` or `history.replicate.tls` names when the config is loaded, so that a
 /// missing or unreadable file is a config problem rather than a connection failure.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// The CA file, for messages.
     pub ca_path: PathBuf,
-    /// The CA certificate(s) the broker's certificate must chain to.
+    /// The CA certificate(s) the server's certificate must chain to.
     pub ca: Vec<u8>,
-    /// A client certificate chain and its private key, for brokers that require one.
+    /// A client certificate chain and its private key, for servers that require one.
     pub client: Option<ClientCert>,
 }
 
@@ -153,6 +153,9 @@ pub struct ReplicateConfig {
     pub site: String,
     /// From `password`, `password_file` or `password_env`; overrides one in the URL.
     pub password: Option<Secret>,
+    /// `history.replicate.tls`: TLS to the server, its certificate checked against this CA (and the
+    /// system's) and its host name (as `sslmode=verify-full`).
+    pub tls: Option<TlsConfig>,
 }
 
 /// The embedded broker.

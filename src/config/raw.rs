@@ -127,4 +127,5 @@ pub struct RawReplicate {
     pub password: Option<String>,
     pub password_file: Option<String>,
     pub password_env: Option<String>,
+    pub tls: Option<RawTls>,
 }

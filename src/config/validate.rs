@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::locate::locate;
-use super::raw::{RawConfig, RawMqtt, RawReplicate};
+use super::raw::{RawConfig, RawMqtt, RawReplicate, RawTls};
 use super::units::{parse_duration, parse_size};
 use super::{
     BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, Embedded, MetricsConfig,
@@ -333,15 +333,21 @@ impl Checker<'_> {
             );
             return None;
         }
+        self.tls_files("mqtt.tls", tls, "the broker's certificate")
+    }
+
+    /// The PEM files of the `tls:` at `section` (`mqtt.tls`, `history.replicate.tls`), read now so
+    /// that a missing file is a config problem; `signed` says whose certificate the CA signed.
+    fn tls_files(&mut self, section: &str, tls: &RawTls, signed: &str) -> Option<TlsConfig> {
         // Every problem at once: the CA and the client pair are checked independently.
         let ca = match &tls.ca {
             Some(path) => self
-                .pem_file("mqtt.tls.ca", path, "CERTIFICATE")
+                .pem_file(&format!("{section}.ca"), path, "CERTIFICATE")
                 .map(|pem| (self.relative(path), pem)),
             None => {
                 self.problem(
-                    "mqtt.tls.ca",
-                    "missing: the PEM file of the CA that signed the broker's certificate",
+                    &format!("{section}.ca"),
+                    format!("missing: the PEM file of the CA that signed {signed}"),
                 );
                 None
             }
@@ -349,16 +355,22 @@ impl Checker<'_> {
         let client = match (&tls.cert, &tls.key) {
             (None, None) => Some(None),
             (Some(cert), Some(key)) => {
-                let chain = self.pem_file("mqtt.tls.cert", cert, "CERTIFICATE");
-                let key = self.pem_file("mqtt.tls.key", key, "PRIVATE KEY");
+                let chain = self.pem_file(&format!("{section}.cert"), cert, "CERTIFICATE");
+                let key = self.pem_file(&format!("{section}.key"), key, "PRIVATE KEY");
                 chain.zip(key).map(|(chain, key)| Some(ClientCert { chain, key }))
             }
             (Some(_), None) => {
-                self.problem("mqtt.tls.key", "missing: a client certificate needs its key");
+                self.problem(
+                    &format!("{section}.key"),
+                    "missing: a client certificate needs its key",
+                );
                 None
             }
             (None, Some(_)) => {
-                self.problem("mqtt.tls.cert", "missing: a client key needs its certificate");
+                self.problem(
+                    &format!("{section}.cert"),
+                    "missing: a client key needs its certificate",
+                );
                 None
             }
         };
@@ -482,12 +494,21 @@ impl Checker<'_> {
                 }
             },
         };
+        let tls = match &raw.tls {
+            Some(tls) => Some(self.tls_files(
+                "history.replicate.tls",
+                tls,
+                "the PostgreSQL server's certificate",
+            )?),
+            None => None,
+        };
         let (url, target) = url?;
         Some(ReplicateConfig {
             url,
             target,
             site: site?,
             password: password?.map(Secret::new),
+            tls,
         })
     }
 
@@ -734,6 +755,23 @@ mod tests {
         let errors = parse("history:\n  replicate:\n    url: postgres://nas/h\n").unwrap_err();
         assert!(
             errors[0].contains("history.replicate.site: missing"),
+            "{errors:?}"
+        );
+        // TLS files are read with the config; a missing one is named by its key.
+        let errors = parse(
+            "history:\n  replicate:\n    url: postgres://nas/h\n    site: home\n    tls:\n      ca: /nonexistent/ca.pem\n      cert: c.pem\n",
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(":6:7: history.replicate.tls.ca: cannot read /nonexistent/ca.pem")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("history.replicate.tls.key: missing")),
             "{errors:?}"
         );
     }

@@ -1,23 +1,29 @@
 //! The history on PostgreSQL: its schema (migrations of its own, `migrations/postgres/`), the writes of
 //! replication (each batch in one transaction, idempotent, with the month partitions it needs), and
 //! read-only SQL for `homewright query --db postgres://...`.
+//!
+//! TLS is sqlx's rustls with the `ring` provider (no OpenSSL): `history.replicate.tls` verifies the
+//! server's certificate and name as `sslmode=verify-full` does, and a URL given to the commands can
+//! ask for the same with `?sslmode=verify-full&sslrootcert=FILE`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{Datelike, TimeZone, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Column, Executor, Postgres, QueryBuilder, Row, SqlSafeStr, TypeInfo, ValueRef};
 
 use super::query::{QueryError, QueryResult, SqlValue};
 use super::replica::{Batch, Bytes};
-use crate::config::ReplicateConfig;
+use crate::config::{ReplicateConfig, TlsConfig};
+
+pub mod read;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long connecting may take before the attempt counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +37,20 @@ pub enum PgError {
 impl PgError {
     /// The setting to look at for this failure.
     pub fn setting(&self) -> &'static str {
-        if let PgError::Sql(sqlx::Error::Database(e)) = self {
+        match self {
             // invalid_password (an unknown role or a refused host is the URL's: 28000)
-            if e.code().as_deref() == Some("28P01") {
-                return "history.replicate.password";
+            PgError::Sql(sqlx::Error::Database(e)) if e.code().as_deref() == Some("28P01") => {
+                "history.replicate.password"
             }
+            PgError::Sql(sqlx::Error::Tls(_)) => "history.replicate.tls",
+            // A refused certificate surfaces as the handshake's I/O error.
+            PgError::Sql(sqlx::Error::Io(e))
+                if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                "history.replicate.tls"
+            }
+            _ => "history.replicate.url",
         }
-        "history.replicate.url"
     }
 }
 
@@ -50,7 +63,7 @@ pub fn describe_url(url: &str) -> Result<String, String> {
     Ok(describe(&options))
 }
 
-fn describe(options: &PgConnectOptions) -> String {
+pub(crate) fn describe(options: &PgConnectOptions) -> String {
     format!(
         "{}@{}:{}/{}",
         options.get_username(),
@@ -66,6 +79,19 @@ fn connect_options(url: &str, password: Option<&str>) -> Result<PgConnectOptions
         Some(p) => options.password(p),
         None => options,
     })
+}
+
+/// TLS required, the certificate chained to the configured CA and naming the URL's host.
+fn with_tls(options: PgConnectOptions, tls: &TlsConfig) -> PgConnectOptions {
+    let options = options
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert_from_pem(tls.ca.clone());
+    match &tls.client {
+        Some(client) => options
+            .ssl_client_cert_from_pem(&client.chain)
+            .ssl_client_key_from_pem(&client.key),
+        None => options,
+    }
 }
 
 /// `YYYYMM` of a unix-millisecond time, and the month's bounds in unix milliseconds.
@@ -108,7 +134,10 @@ pub struct PgHistory {
 impl PgHistory {
     /// Connects as `config` says and brings the schema up to date.
     pub async fn connect(config: &ReplicateConfig) -> Result<PgHistory, PgError> {
-        let options = connect_options(config.url.expose(), config.password.as_ref().map(|p| p.expose()))?;
+        let mut options = connect_options(config.url.expose(), config.password.as_ref().map(|p| p.expose()))?;
+        if let Some(tls) = &config.tls {
+            options = with_tls(options, tls);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(CONNECT_TIMEOUT)

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod mosquitto;
+pub mod pg_server;
 pub mod postgres;
 pub mod relay;
 
