@@ -159,7 +159,7 @@ async fn editing_a_module_reloads_every_rule_that_imports_it() {
     client.subscribe("pong/#").await;
     until_rule_answers(&client, "a", "v1").await;
     until_rule_answers(&client, "b", "v1").await;
-    let missing = logged(&log, "the missing module at start", &["late.rhai:1:1"]).await;
+    let missing = logged(&log, "the missing module at start", &["late.rhai:1:8"]).await;
     assert!(missing.contains("lib/later.rhai: no such file"), "{missing}");
 
     std::fs::write(lib.join("words.rhai"), module("v2")).unwrap();
@@ -175,7 +175,7 @@ async fn editing_a_module_reloads_every_rule_that_imports_it() {
     std::fs::write(lib.join("words.rhai"), "fn answer() {\n    \"v3\" +\n}\n").unwrap();
     let broken = logged(&log, "the module's syntax error", &["words.rhai:3:1"]).await;
     assert!(
-        broken.contains("imported by") && broken.contains("a.rhai:1:1"),
+        broken.contains("imported by") && broken.contains("a.rhai:1:8"),
         "{broken}"
     );
     assert!(broken.contains("the last good version keeps running"), "{broken}");

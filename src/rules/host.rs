@@ -194,8 +194,8 @@ fn note_published(published: &mut foldhash::HashSet<Arc<str>>, topic: &str) {
 fn from_rule(state: &State, source: Option<&str>, what: &str) -> Result<(), String> {
     match (source, &state.file) {
         (Some(source), Some(file)) if source != &**file => Err(format!(
-            "{what} cannot be called in a module ({source}): a module in rules/lib/ only defines \
-             functions and constants for the rules that import it; call {what} in the rule itself"
+            "{what} cannot be called in a module: a module in rules/lib/ only defines functions and \
+             constants for the rules that import it; call {what} in the rule itself"
         )),
         _ => Ok(()),
     }
