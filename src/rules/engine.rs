@@ -1,5 +1,5 @@
 //! The one place a Rhai engine is made, hardened the same way for `run`, `check` and tests: imports
-//! only from rules/lib/ (see [`Library`]), no `eval`, explicit limits (Rhai's own defaults differ between debug and release
+//! only from rules/lib/ (see `library.rs`), no `eval`, explicit limits (Rhai's own defaults differ between debug and release
 //! builds, so a rule tested in one could fail in the other), output through `tracing`, and a wall-clock deadline per run.
 
 use std::sync::Arc;
