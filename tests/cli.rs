@@ -146,6 +146,92 @@ fn check_prints_a_rule_syntax_error_as_path_line_col_and_exits_1() {
 }
 
 #[test]
+fn check_reports_errors_inside_a_module_at_its_place_and_names_the_importing_rule() {
+    let setup = Setup::embedded()
+        .rule(
+            "cellar",
+            "import \"house\" as house;\non_message(\"x\", |msg| log(house::warning(\"a\")));\n",
+        )
+        .rule(
+            "escape",
+            "// reads a file outside rules/lib/\nimport \"../secrets\" as s;\n",
+        )
+        .rule("missing", "import \"nowhere\" as n;\n")
+        .rule("suffix", "import \"house.rhai\" as h;\n")
+        .rule("triggers", "import \"sneaky\" as s;\n")
+        .rule("cycle", "import \"ping\" as p;\n")
+        .rule("through", "import \"helper\" as h;\nh::watch();\n");
+    let lib = setup.dir.path().join("rules/lib");
+    std::fs::create_dir(&lib).unwrap();
+    std::fs::write(
+        lib.join("house.rhai"),
+        "fn warning(text) {\n    `!! ${text}` +\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lib.join("sneaky.rhai"),
+        "fn f() { 1 }\n\nevery(\"1m\", || f());\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lib.join("helper.rhai"),
+        "fn watch() { on_message(\"y\", |m| 1); }\n",
+    )
+    .unwrap();
+    std::fs::write(lib.join("ping.rhai"), "import \"pong\" as pong;\n").unwrap();
+    std::fs::write(lib.join("pong.rhai"), "import \"ping\" as ping;\n").unwrap();
+    std::fs::write(setup.dir.path().join("secrets.rhai"), "fn key() { 42 }\n").unwrap();
+    setup.write_config();
+    let output = homewright(setup.dir.path(), &["check"]);
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start}: {out}"))
+            .to_string()
+    };
+    let syntax = line("rules/lib/house.rhai:3:1: ");
+    assert!(
+        syntax.ends_with("(imported by rules/cellar.rhai:1:8)"),
+        "{syntax}"
+    );
+    assert!(
+        out.contains("3 | }\n  | ^"),
+        "the module's own line and caret: {out}"
+    );
+    let escape = line("rules/escape.rhai:2:8: ");
+    assert!(escape.contains("rules/lib/ only"), "{escape}");
+    let missing = line("rules/missing.rhai:1:8: ");
+    assert!(
+        missing.contains("cannot read rules/lib/nowhere.rhai: no such file"),
+        "{missing}"
+    );
+    let suffix = line("rules/suffix.rhai:1:8: ");
+    assert!(suffix.contains("leave out `.rhai`"), "{suffix}");
+    let triggers = line("rules/lib/sneaky.rhai:3:1: ");
+    assert!(
+        triggers.contains("every cannot be called in a module")
+            && triggers.ends_with("(imported by rules/triggers.rhai:1:8)"),
+        "{triggers}"
+    );
+    let cycle = line("rules/lib/pong.rhai:1:8: ");
+    assert!(
+        cycle.contains(
+            "import cycle: rules/lib/ping.rhai imports rules/lib/pong.rhai imports rules/lib/ping.rhai"
+        ),
+        "{cycle}"
+    );
+    let through = line("rules/lib/helper.rhai:1:14: ");
+    assert!(
+        through.contains("on_message cannot be called in a module")
+            && through.ends_with("(called from rules/through.rhai:2:4)"),
+        "{through}"
+    );
+    assert!(!out.contains("42"), "{out}");
+}
+
+#[test]
 fn check_names_an_unknown_config_key_and_every_invalid_value() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -1,5 +1,6 @@
 //! Every example of docs/rules.md runs, so the page cannot drift from the code: each `rhai` block is
-//! saved as the file its first line names (`// rules/NAME.rhai`), `homewright check` loads them all,
+//! saved as the file its first line names (`// rules/NAME.rhai`, or `// rules/lib/NAME.rhai` for a module
+//! the examples import), `homewright check` loads them all,
 //! and `homewright test` plays the page's own scenarios and one scenario per example from
 //! tests/rules_md/ (real zigbee2mqtt-style payloads, restarts), where a failing rule run fails too.
 
@@ -86,10 +87,26 @@ fn every_example_of_docs_rules_md_loads_and_passes_its_scenario() {
     std::fs::write(dir.path().join("homewright.yaml"), CONFIG).unwrap();
 
     let mut examples = BTreeSet::new();
+    let mut texts = Vec::new();
+    let mut modules = Vec::new();
     let mut scenarios = 0;
     let mut played = BTreeSet::new();
     for block in blocks(&page) {
         match block.lang.as_str() {
+            "rhai" if block.text.starts_with("// rules/lib/") => {
+                // A module: not a rule, played through the examples that import it.
+                let name = block
+                    .text
+                    .lines()
+                    .next()
+                    .and_then(|first| first.strip_prefix("// rules/lib/"))
+                    .and_then(|rest| rest.split(".rhai").next())
+                    .unwrap_or_default()
+                    .to_string();
+                std::fs::create_dir_all(dir.path().join("rules/lib")).unwrap();
+                std::fs::write(dir.path().join(format!("rules/lib/{name}.rhai")), &block.text).unwrap();
+                modules.push((name, block.line));
+            }
             "rhai" => {
                 let name = block
                     .text
@@ -110,6 +127,7 @@ fn every_example_of_docs_rules_md_loads_and_passes_its_scenario() {
                     block.line
                 );
                 std::fs::write(dir.path().join(format!("rules/{name}.rhai")), &block.text).unwrap();
+                texts.push(block.text.clone());
             }
             "yaml" if block.text.contains("\nsteps:") => {
                 scenarios += 1;
@@ -120,6 +138,14 @@ fn every_example_of_docs_rules_md_loads_and_passes_its_scenario() {
         }
     }
     assert!(examples.len() >= 19, "{examples:?}");
+    for (module, line) in &modules {
+        assert!(
+            texts
+                .iter()
+                .any(|text| text.contains(&format!("import \"{module}\""))),
+            "docs/rules.md:{line}: no example imports the module {module}, so no scenario plays it"
+        );
+    }
     for entry in std::fs::read_dir(root.join("tests/rules_md")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();

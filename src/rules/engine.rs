@@ -1,5 +1,5 @@
-//! The one place a Rhai engine is made, hardened the same way for `run`, `check` and tests: no module
-//! imports from disk, no `eval`, explicit limits (Rhai's own defaults differ between debug and release
+//! The one place a Rhai engine is made, hardened the same way for `run`, `check` and tests: imports
+//! only from rules/lib/ (see `library.rs`), no `eval`, explicit limits (Rhai's own defaults differ between debug and release
 //! builds, so a rule tested in one could fail in the other), output through `tracing`, and a wall-clock deadline per run.
 
 use std::sync::Arc;
@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine};
+
+use super::library::Library;
 
 /// Nesting of function calls a rule may use; recursion deeper than this is stopped.
 pub const MAX_CALL_LEVELS: usize = 48;
@@ -84,14 +86,15 @@ impl Deadline {
     }
 }
 
-/// Builds a hardened engine. The returned deadline must be armed around every run.
-pub fn build(limits: Limits) -> (Engine, Arc<Deadline>) {
+/// Builds a hardened engine whose `import` loads from `library`. The returned deadline must be armed
+/// around every run.
+pub fn build(limits: Limits, library: Library) -> (Engine, Arc<Deadline>) {
     // The seed is process-wide and read at every call: an engine made before it is fixed no longer
     // finds its own functions afterwards.
     super::persist::fix_hash_seed();
     let mut engine = Engine::new();
-    // Engine::new() resolves `import "x"` from disk; a rule must not read files.
-    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    // Engine::new() resolves `import "x"` from any path on disk; a rule may read rules/lib/ only.
+    engine.set_module_resolver(library);
     engine.disable_symbol("eval");
     engine.set_strict_variables(true);
     engine

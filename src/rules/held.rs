@@ -148,7 +148,8 @@ impl RuleSet {
             return false;
         };
         let started = Instant::now();
-        self.host.begin_run(Arc::clone(&rule.name));
+        self.host
+            .begin_run(Arc::clone(&rule.name), Arc::clone(&rule.file));
         self.deadline.arm(started, self.timeout);
         let arg = Dynamic::from(RuleMessage::new(message.clone()));
         let result = condition.call::<Dynamic>(&self.engine, &rule.ast, (arg,));

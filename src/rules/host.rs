@@ -104,8 +104,18 @@ impl Callback {
         match self {
             Callback::Pointer(pointer) => pointer.call::<Dynamic>(engine, ast, ()),
             Callback::Restored { name, captured } => {
-                let options = rhai::CallFnOptions::new().eval_ast(false);
-                engine.call_fn_with_options(options, &mut rhai::Scope::new(), ast, name, captured.clone())
+                // A pointer made from the function itself, so the call carries the modules the rule
+                // imported (a call by name would not).
+                let lib: &rhai::Module = ast.as_ref();
+                let Some(function) = lib.get_script_fn(name, captured.len()) else {
+                    return Err(Box::new(rhai::EvalAltResult::ErrorFunctionNotFound(
+                        name.clone(),
+                        Position::NONE,
+                    )));
+                };
+                let mut pointer = FnPtr::from(function.clone());
+                pointer.set_curry(captured.iter().cloned());
+                pointer.call::<Dynamic>(engine, ast, ())
             }
         }
     }
@@ -161,6 +171,9 @@ struct State {
     outbound: Arc<OutboundConfig>,
     /// Topics rules published to, see [`Host::published_by_rules`].
     published: foldhash::HashSet<Arc<str>>,
+    /// The file of the rule loading or running, as its compiled script names it: code from any other
+    /// file (a module in rules/lib/) may not register triggers or timers for it.
+    file: Option<Arc<str>>,
 }
 
 /// Remembers that a rule published to `topic`, within [`RECENT_TOPICS`] (topics that carry ids would
@@ -173,6 +186,19 @@ fn note_published(published: &mut foldhash::HashSet<Arc<str>>, topic: &str) {
         published.clear();
     }
     published.insert(Arc::from(topic));
+}
+
+/// Refuses `what` (a trigger or a timer) when the calling code is not the rule's own: a module's
+/// closures live in the module, where the rule's runs cannot call them. Code of the rule runs with its
+/// own file as source, or none inside a trigger's closure.
+fn from_rule(state: &State, source: Option<&str>, what: &str) -> Result<(), String> {
+    match (source, &state.file) {
+        (Some(source), Some(file)) if source != &**file => Err(format!(
+            "{what} cannot be called in a module: a module in rules/lib/ only defines functions and \
+             constants for the rules that import it; call {what} in the rule itself"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Shared by every function registered on the engine.
@@ -242,12 +268,14 @@ impl Host {
     /// Sets a one-shot timer of the running rule `delay` ms from now; returns its id and the timer.
     pub fn add_timer(
         &self,
+        source: Option<&str>,
         callback: FnPtr,
         delay: i64,
         position: Position,
     ) -> Result<(i64, OneShot), String> {
         let due = self.now().saturating_add(delay);
         let mut state = self.state();
+        from_rule(&state, source, "after")?;
         let Phase::Running(rule) = &state.phase else {
             return Err(
                 "after can only be called inside a trigger (use on_start for a timer at start)".into(),
@@ -419,10 +447,11 @@ impl Host {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A file's top level is about to run: triggers it registers belong to `rule`.
-    pub fn begin_load(&self, rule: Arc<str>) {
+    /// A file's top level is about to run: triggers it registers belong to `rule`, from `file`.
+    pub fn begin_load(&self, rule: Arc<str>, file: Arc<str>) {
         let mut state = self.state();
         state.phase = Phase::Loading(rule);
+        state.file = Some(file);
         state.triggers.clear();
     }
 
@@ -433,10 +462,11 @@ impl Host {
         std::mem::take(&mut state.triggers)
     }
 
-    /// A trigger of `rule` is about to run.
-    pub fn begin_run(&self, rule: Arc<str>) {
+    /// A trigger of `rule`, from `file`, is about to run.
+    pub fn begin_run(&self, rule: Arc<str>, file: Arc<str>) {
         let mut state = self.state();
         state.phase = Phase::Running(rule);
+        state.file = Some(file);
         state.outputs.clear();
         state.actions = 0;
     }
@@ -457,9 +487,11 @@ impl Host {
         }
     }
 
-    /// Registers a trigger; only a file's top level may.
-    pub fn register(&self, trigger: Trigger) -> Result<(), String> {
+    /// Registers a trigger; only a rule file's top level may. `source` is the file of the calling
+    /// code (Rhai's source of the call).
+    pub fn register(&self, source: Option<&str>, trigger: Trigger) -> Result<(), String> {
         let mut state = self.state();
+        from_rule(&state, source, trigger.kind.name())?;
         match state.phase {
             Phase::Loading(_) => {
                 state.triggers.push(trigger);

@@ -1,11 +1,14 @@
 //! A rule's life while the engine runs: an edited, new or removed rule file is picked up (the rule
-//! thread's watcher sends [`Event::RuleFile`](crate::event::Event::RuleFile) once a save settles).
+//! thread's watcher sends [`Event::RuleFile`](crate::event::Event::RuleFile) once a save settles), and
+//! an edited module of rules/lib/ reloads every rule that imports it.
 //! Loading at start is [`RuleSet::load_dir`]; this is what changes after.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::library::LIB_DIR;
 use super::set::RuleSet;
 use crate::event::Output;
 
@@ -13,13 +16,63 @@ impl RuleSet {
     /// Picks up an edited, new or removed rule file while running. A file that no longer compiles keeps
     /// its last good version running; a removed file's triggers and timers go away. A reloaded rule's
     /// `on_start` triggers run, since its state starts afresh.
-    pub(super) fn reload(&mut self, path: &std::path::Path, outputs: &mut Vec<Output>) {
+    pub(super) fn reload(&mut self, path: &Path, outputs: &mut Vec<Output>) {
+        if self.is_module(path) {
+            self.reload_importers(path, outputs);
+        } else {
+            self.reload_rule(path, false, outputs);
+        }
+    }
+
+    /// Whether `path` is a module of rules/lib/ rather than a rule.
+    fn is_module(&self, path: &Path) -> bool {
+        self.dir
+            .as_ref()
+            .is_some_and(|dir| path.parent() == Some(dir.join(LIB_DIR).as_path()))
+    }
+
+    /// A module was edited, created or removed: every rule that imports it (or failed to, for want of
+    /// it) loads again, in name order, as if it had been edited itself.
+    fn reload_importers(&mut self, module: &Path, outputs: &mut Vec<Output>) {
+        let mut importers: Vec<PathBuf> = self
+            .rules
+            .iter()
+            .filter(|rule| rule.modules.iter().any(|m| m == module))
+            .map(|rule| rule.path.clone())
+            .chain(
+                self.failed_imports
+                    .iter()
+                    .filter(|(_, modules)| modules.iter().any(|m| m == module))
+                    .map(|(rule, _)| rule.clone()),
+            )
+            .collect();
+        importers.sort();
+        importers.dedup();
+        if importers.is_empty() {
+            info!("{} changed; no rule imports it", module.display());
+            return;
+        }
+        let names: Vec<String> = importers.iter().map(|p| p.display().to_string()).collect();
+        info!(
+            "{} changed: reloading the rules that import it ({})",
+            module.display(),
+            names.join(", ")
+        );
+        for rule in importers {
+            self.reload_rule(&rule, true, outputs);
+        }
+    }
+
+    /// Loads the rule file at `path` again; unless `forced` (a module it imports changed), only when its
+    /// text differs from what runs or last failed.
+    fn reload_rule(&mut self, path: &Path, forced: bool, outputs: &mut Vec<Output>) {
         let name: Arc<str> = path
             .file_stem()
             .map(|s| s.to_string_lossy())
             .unwrap_or_default()
             .into();
         if !path.exists() {
+            self.failed_imports.remove(path);
             if self.rule(&name).is_some() {
                 self.unload(&name, outputs);
                 info!(rule = %name, "{} was removed: its triggers and timers are gone", path.display());
@@ -28,13 +81,13 @@ impl RuleSet {
         }
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let seen = self.rule(&name).is_some_and(|rule| rule.source() == text);
-        if seen && self.last_failed.remove(&*name).is_some() {
+        if !forced && seen && self.last_failed.remove(&*name).is_some() {
             // Back to the text that kept running after a broken edit: nothing to load, but the owner who
             // saw the error must see that it is over.
             info!(rule = %name, "{} reloaded (back to the version that kept running)", path.display());
             return;
         }
-        if seen || self.last_failed.get(&*name) == Some(&text) {
+        if !forced && (seen || self.last_failed.get(&*name) == Some(&text)) {
             return; // another event for the same save, or the same broken text again
         }
         match self.load_file(path) {

@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod engine;
 mod held;
 pub mod host;
+mod library;
 mod lifecycle;
 pub mod pace;
 mod paced;

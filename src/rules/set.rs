@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{AST, Dynamic, Engine, EvalAltResult, Position, Scope};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared};
 use tracing::{error, warn};
 
 use super::api::{self, RuleMessage};
@@ -28,6 +28,10 @@ pub struct Rule {
     /// The file name without `.rhai`: the rule's name in logs and the database.
     pub name: Arc<str>,
     pub path: PathBuf,
+    /// The path as the compiled script names its source: code from any other file is a module's.
+    pub(super) file: Arc<str>,
+    /// The rule's functions and closures, each carrying the modules the file imported, so a trigger's
+    /// closure finds `x::helper()` when it runs long after the top level did.
     pub(super) ast: AST,
     pub(super) triggers: Vec<Trigger>,
     /// Each trigger's [`Rule::trigger_key`], kept for those looked up per message (`on_held`,
@@ -35,6 +39,8 @@ pub struct Rule {
     pub(super) keys: Vec<Arc<str>>,
     /// The text it was compiled from, to tell a real change from a repeated file event.
     source: String,
+    /// The module files of rules/lib/ it imports, directly or through another module.
+    pub(super) modules: Vec<PathBuf>,
 }
 
 impl Rule {
@@ -121,6 +127,12 @@ pub struct RuleSet {
     pub(super) last_runs: HashMap<(String, String), i64>,
     /// The matching message triggers of each topic seen, see [`RuleSet::routes`].
     routes: foldhash::HashMap<String, Arc<[(usize, usize)]>>,
+    /// What `import` may load, and what the rule loading imported.
+    library: super::library::Library,
+    /// The rules directory: its `lib/` holds modules, not rules.
+    pub(super) dir: Option<PathBuf>,
+    /// The module files each rule file that failed to load tried to import: fixing one retries it.
+    pub(super) failed_imports: HashMap<PathBuf, Vec<PathBuf>>,
 }
 
 impl RuleSet {
@@ -140,7 +152,8 @@ impl RuleSet {
             })
             .collect();
         let host = Arc::new(Host::new(services, kv, clock.clone(), location));
-        let (mut engine, deadline) = engine::build(limits);
+        let library = super::library::Library::default();
+        let (mut engine, deadline) = engine::build(limits, library.clone());
         api::register(&mut engine, &host, &deadline);
         RuleSet {
             engine,
@@ -159,6 +172,9 @@ impl RuleSet {
             paces: Default::default(),
             routes: Default::default(),
             last_runs: HashMap::new(),
+            library,
+            dir: None,
+            failed_imports: HashMap::new(),
         }
     }
 
@@ -190,6 +206,7 @@ impl RuleSet {
 
     /// Loads every rule file of `dir`; returns the problems of those that could not be loaded.
     pub fn load_dir(&mut self, dir: &Path) -> std::io::Result<Vec<Diagnostic>> {
+        self.dir = Some(dir.to_path_buf());
         let mut problems = Vec::new();
         for path in rule_files(dir)? {
             if let Err(problem) = self.load_file(&path) {
@@ -206,28 +223,54 @@ impl RuleSet {
             .map(|s| s.to_string_lossy())
             .unwrap_or_default()
             .into();
+        if self.dir.is_none() {
+            self.dir = path.parent().map(Path::to_path_buf);
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| Diagnostic::at(path, Position::NONE, format!("cannot read: {e}")))?;
+        let file: Arc<str> = path.to_string_lossy().into();
         let mut ast = self
             .engine
             .compile(&text)
             .map_err(|e| Diagnostic::at(path, e.1, e.0.to_string()))?;
-        ast.set_source(path.to_string_lossy().as_ref());
-        self.host.begin_load(Arc::clone(&name));
+        ast.set_source(&*file);
+        self.host.begin_load(Arc::clone(&name), Arc::clone(&file));
+        self.library.begin(path);
         self.deadline.arm(Instant::now(), self.timeout);
-        let result = self.engine.run_ast_with_scope(&mut Scope::new(), &ast);
+        // Run as a module would be: what comes back holds the rule's functions, each with the modules
+        // the top level imported (a plain run forgets them when it ends).
+        let result = Module::eval_ast_as_new(Scope::new(), &ast, &self.engine);
         self.deadline.disarm();
         let triggers = self.host.end_load();
-        result.map_err(|e| Diagnostic::from_eval(path, *e))?;
+        let modules = self.library.end();
+        let module = match result {
+            Ok(module) => module,
+            Err(e) => {
+                self.failed_imports.insert(path.to_path_buf(), modules);
+                return Err(Diagnostic::from_eval(path, *e));
+            }
+        };
+        self.failed_imports.remove(path);
+        // With imports: the original functions first (private ones too), then the same functions with
+        // the imported modules. Without, the script as compiled (a closure then runs without the cost of
+        // setting up an environment).
+        let ast = if modules.is_empty() {
+            ast
+        } else {
+            ast.clone_functions_only()
+                .merge(&AST::new_from_module(Shared::new(module)))
+        };
         self.rules.retain(|r| r.name != name);
         self.host.unschedule_rule(&name);
         let mut rule = Rule {
             name,
             path: path.to_path_buf(),
+            file,
             source: text,
             ast,
             triggers,
             keys: Vec::new(),
+            modules,
         };
         rule.keys = (0..rule.triggers.len())
             .map(|index| rule.trigger_key(index).into())
@@ -435,7 +478,8 @@ impl RuleSet {
     ) {
         let ts = self.clock.now();
         let started = Instant::now();
-        self.host.begin_run(Arc::clone(&rule.name));
+        self.host
+            .begin_run(Arc::clone(&rule.name), Arc::clone(&rule.file));
         self.deadline.arm(started, self.timeout);
         let result = call(&self.engine, &rule.ast);
         self.deadline.disarm();

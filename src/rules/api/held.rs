@@ -76,10 +76,13 @@ fn parse_duration(ctx: &NativeCallContext, name: &str, text: &str) -> Result<i64
 }
 
 fn add_trigger(host: &Host, ctx: &NativeCallContext, kind: TriggerKind, callback: FnPtr) -> Result<()> {
-    host.register(Trigger {
-        kind,
-        callback,
-        position: ctx.call_position(),
-    })
+    host.register(
+        ctx.call_source(),
+        Trigger {
+            kind,
+            callback,
+            position: ctx.call_position(),
+        },
+    )
     .map_err(|e| error_at(ctx, e))
 }

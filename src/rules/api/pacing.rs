@@ -32,11 +32,14 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 } else {
                     TriggerKind::Change { filter, pacing }
                 };
-                host.register(Trigger {
-                    kind,
-                    callback,
-                    position: ctx.call_position(),
-                })
+                host.register(
+                    ctx.call_source(),
+                    Trigger {
+                        kind,
+                        callback,
+                        position: ctx.call_position(),
+                    },
+                )
                 .map_err(|e| error_at(&ctx, e))
             },
         );

@@ -46,11 +46,14 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 pacing: None,
             };
             change
-                .register(Trigger {
-                    kind,
-                    callback,
-                    position: ctx.call_position(),
-                })
+                .register(
+                    ctx.call_source(),
+                    Trigger {
+                        kind,
+                        callback,
+                        position: ctx.call_position(),
+                    },
+                )
                 .map_err(|e| error_at(&ctx, e))
         },
     );
@@ -69,7 +72,7 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
             let position = ctx.call_position();
             let captured = persist::encode_captured(callback.curry());
             let (id, timer) = after
-                .add_timer(callback, millis, position)
+                .add_timer(ctx.call_source(), callback, millis, position)
                 .map_err(|e| error_at(&ctx, e))?;
             after.note(Output::TimerSet(TimerRecord {
                 id,
@@ -178,10 +181,13 @@ fn add_timed(
         recurrence,
         catch_up,
     };
-    host.register(Trigger {
-        kind,
-        callback,
-        position: ctx.call_position(),
-    })
+    host.register(
+        ctx.call_source(),
+        Trigger {
+            kind,
+            callback,
+            position: ctx.call_position(),
+        },
+    )
     .map_err(|e| error_at(ctx, e))
 }

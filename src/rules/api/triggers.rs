@@ -25,11 +25,14 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 pacing: None,
             };
             on_message
-                .register(Trigger {
-                    kind,
-                    callback,
-                    position: ctx.call_position(),
-                })
+                .register(
+                    ctx.call_source(),
+                    Trigger {
+                        kind,
+                        callback,
+                        position: ctx.call_position(),
+                    },
+                )
                 .map_err(|e| error_at(&ctx, e))
         },
     );
@@ -42,7 +45,9 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 callback,
                 position: ctx.call_position(),
             };
-            on_start.register(trigger).map_err(|e| error_at(&ctx, e))
+            on_start
+                .register(ctx.call_source(), trigger)
+                .map_err(|e| error_at(&ctx, e))
         },
     );
 }
