@@ -87,7 +87,7 @@ async fn run_engine(
 ) -> Result<(), StartError> {
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
-    let persisted = store.load_persisted().await?;
+    let persisted = store.load_persisted(config.rules.max_value_size).await?;
     let relay_start = RelayModel::start_states(&config.gpio, &persisted.relays, now_millis());
     let levels: HashMap<String, bool> = relay_start.iter().map(|(name, s)| (name.clone(), s.on)).collect();
     let backend = match backend {

@@ -27,6 +27,7 @@ mod relays;
 mod reload;
 mod replication;
 mod retention;
+mod rule_loading;
 mod rule_safety;
 mod rules_md;
 mod scenarios;

@@ -20,6 +20,7 @@
 //!   about 6 minutes (`HOMEWRIGHT_BENCH_COMMIT_INTERVAL` sets `database.commit_interval`);
 //! - `latency`: a rule answering every message at 1,000 msg/s QoS 1 through a Mosquitto with its
 //!   default in-flight window of 20 (and Nagle off), beside a bare rumqttc echo; about a minute;
+//! - `rules_load`: `homewright check` of one rule file of 0.5 to 5 MB (loading must grow linearly);
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -43,6 +44,10 @@ mod latency;
 #[allow(dead_code)]
 mod mosquitto;
 mod process;
+/// The tests' large rule files, shared so the bench loads what the loading test loads.
+#[path = "../../tests/support/rule_files.rs"]
+mod rule_files;
+mod rule_load;
 mod sdcard;
 
 use clients::*;
@@ -52,6 +57,7 @@ use inprocess::*;
 use latency::*;
 use mosquitto::Mosquitto;
 use process::*;
+use rule_load::*;
 use sdcard::*;
 
 const BUILT: &str = env!("CARGO_BIN_EXE_homewright");
@@ -132,6 +138,10 @@ fn main() {
     }
     if mode == "latency" {
         runtime.block_on(latency_default_broker(plan));
+        return;
+    }
+    if mode == "rules_load" {
+        rules_load();
         return;
     }
     if mode == "store" {

@@ -8,6 +8,7 @@ pub mod http;
 pub mod mosquitto;
 pub mod postgres;
 pub mod relay;
+pub mod rule_files;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
