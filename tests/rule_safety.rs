@@ -106,6 +106,7 @@ fn load(source: &str) -> Result<(), String> {
         max_operations: 100_000,
         timeout: Duration::from_secs(1),
         max_string_size: 1 << 20,
+        ..Limits::default()
     };
     let mut rules = RuleSet::new(
         limits,
@@ -174,6 +175,7 @@ fn run_once(files: &[(&str, &str)]) -> (Vec<(String, Option<String>)>, Vec<Strin
         max_operations: 1_000_000_000,
         timeout: Duration::from_secs(10),
         max_string_size: 1 << 20,
+        ..Limits::default()
     };
     let mut rules = RuleSet::new(
         limits,
