@@ -16,6 +16,8 @@ use crate::support::{Setup, homewright_command};
 const GENEROUS: Duration = Duration::from_secs(120);
 
 #[test]
+// The child is reaped by `wait4` in `wait_with_cpu`, which also reports its CPU time.
+#[allow(clippy::zombie_processes)]
 fn a_5_mb_rule_file_checks_in_seconds() {
     let (text, triggers) = big_rule_file(5 << 20);
     let setup = Setup::embedded().rule("big", &text);
