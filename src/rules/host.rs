@@ -125,7 +125,7 @@ pub struct OneShot {
     pub callback: Callback,
     pub due: i64,
     pub position: Position,
-    /// What its captured variables weigh (see [`super::size`]), counted toward `rules.max_store_size`.
+    /// What its captured variables weigh (map keys included), counted toward `rules.max_store_size`.
     pub bytes: usize,
 }
 

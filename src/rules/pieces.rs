@@ -178,7 +178,7 @@ mod tests {
         for statement in [
             "on_message(\"a\", |m| {\n    let x = 1;\n    publish(\"b\", x);\n});\n",
             "let s = \"one;\n two\";\n",
-            "let c = ';';\nlet d = '\\'';\n",
+            "let c = [';',\n '\\'', ';'];\n",
             "let t = `a ${ \"x;\" + `in ${1}` } b;\nc`;\n",
             "/* a; /* nested; */\n still; */ let z = 1;\n",
             "let m = #{ a: 1,\n b: 2 }; // end;\n",
