@@ -163,6 +163,9 @@ struct State {
     triggers: Vec<Trigger>,
     outputs: Vec<Output>,
     actions: usize,
+    /// `after` timers set by the running rule: they count toward [`MAX_ACTIONS_PER_RUN`] but are not
+    /// actions in its trace (no row in `actions`).
+    timers_set: usize,
     kv: HashMap<String, StoredValue>,
     /// The bytes of every value in `kv`.
     kv_bytes: usize,
@@ -276,7 +279,7 @@ impl Host {
     }
 
     /// Sets a one-shot timer of the running rule `delay` ms from now, whose captured variables weigh
-    /// `bytes`; returns its id and the timer. It counts as an action of the run.
+    /// `bytes`; returns its id and the timer. It counts toward the run's limit of actions.
     pub fn add_timer(
         &self,
         callback: FnPtr,
@@ -292,7 +295,7 @@ impl Host {
             );
         };
         let rule = Arc::clone(rule);
-        if state.actions >= MAX_ACTIONS_PER_RUN {
+        if state.actions + state.timers_set >= MAX_ACTIONS_PER_RUN {
             return Err(format!(
                 "too many actions in one run (the limit is {MAX_ACTIONS_PER_RUN}; each after() counts)"
             ));
@@ -310,7 +313,7 @@ impl Host {
                 human(self.limits.max_store_size)
             ));
         }
-        state.actions += 1;
+        state.timers_set += 1;
         state.timer_bytes = total;
         let timer = OneShot {
             rule,
@@ -476,6 +479,7 @@ impl Host {
         state.phase = Phase::Running(rule);
         state.outputs.clear();
         state.actions = 0;
+        state.timers_set = 0;
         state.kv_undo.clear();
     }
 
@@ -537,9 +541,9 @@ impl Host {
                 "actions can only be taken inside a trigger (use on_start for things to do at start)".into(),
             );
         };
-        if state.actions >= MAX_ACTIONS_PER_RUN {
+        if state.actions + state.timers_set >= MAX_ACTIONS_PER_RUN {
             return Err(format!(
-                "too many actions in one run (the limit is {MAX_ACTIONS_PER_RUN})"
+                "too many actions in one run (the limit is {MAX_ACTIONS_PER_RUN}; each after() counts)"
             ));
         }
         let rule = Arc::clone(rule);
