@@ -87,7 +87,7 @@ async fn run_engine(
 ) -> Result<(), StartError> {
     let store = Store::open(&config.database.path).await?;
     let reader = HistoryReader::open(&config.database.path).await?;
-    let mut persisted = store.load_persisted().await?;
+    let mut persisted = store.load_persisted(config.rules.max_value_size).await?;
     let now = now_millis();
     if let Some(behind) = crate::scheduler::rebase::rebase(&mut persisted, now, store.last_recorded().await?)
     {

@@ -17,6 +17,7 @@ fn start(db: &Path, at: i64) -> Simulation {
         max_operations: 1_000_000,
         timeout: Duration::from_secs(1),
         max_string_size: 1 << 22,
+        ..Limits::default()
     };
     let location = Location {
         timezone: homewright::scheduler::Zone::named("Europe/Amsterdam").unwrap(),

@@ -63,6 +63,7 @@ fn limits() -> Limits {
         max_operations: 1_000_000,
         timeout: Duration::from_secs(1),
         max_string_size: 1 << 22,
+        ..Limits::default()
     }
 }
 

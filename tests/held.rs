@@ -38,6 +38,7 @@ impl House {
             max_operations: 1_000_000,
             timeout: Duration::from_secs(1),
             max_string_size: 1 << 22,
+            ..Limits::default()
         };
         let location = Location {
             timezone: Zone::named("Europe/Amsterdam").unwrap(),
@@ -646,6 +647,7 @@ on_message("a", #{ debounce: "1s", throttle: "1m" }, |msg| ());
         max_operations: 1_000,
         timeout: Duration::from_secs(1),
         max_string_size: 1 << 20,
+        ..Limits::default()
     };
     let sim = Simulation::start(
         &house.dir.path().join("h.db"),

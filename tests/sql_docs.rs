@@ -84,6 +84,7 @@ on_message("greenhouse/temperature", |msg| {
                 max_operations: 1_000_000,
                 timeout: Duration::from_secs(1),
                 max_string_size: 1 << 22,
+                ..Limits::default()
             },
             gpio,
             ..Default::default()

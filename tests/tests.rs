@@ -30,6 +30,7 @@ mod reload;
 mod replication;
 mod replication_tls;
 mod retention;
+mod rule_loading;
 mod rule_safety;
 mod rules_md;
 mod scenarios;

@@ -72,6 +72,7 @@ pub(crate) fn dispatch() {
         max_operations: 1_000_000,
         timeout: Duration::from_secs(1),
         max_string_size: 4 << 20,
+        ..Limits::default()
     };
     let mut rules = RuleSet::new(
         limits,

@@ -25,6 +25,7 @@
 //!   `HOMEWRIGHT_BENCH_MOSQUITTO=drop-in`;
 //! - `postgres`: replication's catch-up of a day of a 20 msg/s house and query latency over a month of
 //!   10 sites, on the PostgreSQL at 127.0.0.1:5432 (see `postgres.rs`); about 10 minutes;
+//! - `rules_load`: `homewright check` of one rule file of 0.5 to 5 MB (loading must grow linearly);
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -49,6 +50,10 @@ mod latency;
 mod mosquitto;
 mod postgres;
 mod process;
+/// The tests' large rule files, shared so the bench loads what the loading test loads.
+#[path = "../../tests/support/rule_files.rs"]
+mod rule_files;
+mod rule_load;
 mod sdcard;
 
 use clients::*;
@@ -58,6 +63,7 @@ use inprocess::*;
 use latency::*;
 use mosquitto::Mosquitto;
 use process::*;
+use rule_load::*;
 use sdcard::*;
 
 const BUILT: &str = env!("CARGO_BIN_EXE_homewright");
@@ -142,6 +148,10 @@ fn main() {
     }
     if mode == "postgres" {
         runtime.block_on(postgres::postgres());
+        return;
+    }
+    if mode == "rules_load" {
+        rules_load();
         return;
     }
     if mode == "store" {

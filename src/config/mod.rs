@@ -231,6 +231,12 @@ pub struct RulesConfig {
     pub timeout: Duration,
     /// When a rule that feeds itself is paused.
     pub loop_guard: crate::rules::pace::LoopGuard,
+    /// Memory one run may take, and one rule may keep in its captured variables.
+    pub max_run_memory: usize,
+    /// One `store_set` value (key and JSON), one timer's captured variables.
+    pub max_value_size: usize,
+    /// All `store_set` values together; all pending timers' captured variables together.
+    pub max_store_size: usize,
 }
 
 /// The Prometheus endpoint.

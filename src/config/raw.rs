@@ -102,6 +102,9 @@ pub struct RawRules {
     pub timeout: Option<String>,
     pub loop_guard_rate: Option<u32>,
     pub loop_guard_pause: Option<String>,
+    pub max_run_memory: Option<serde_yaml::Value>,
+    pub max_value_size: Option<serde_yaml::Value>,
+    pub max_store_size: Option<serde_yaml::Value>,
 }
 
 /// `metrics:` the optional Prometheus endpoint.

@@ -169,6 +169,27 @@ impl Checker<'_> {
         }
     }
 
+    /// A size of the rules' limits: 64 KiB to 1 GiB, written like 65536, 512KiB or 16MiB.
+    fn size(&mut self, key: &str, value: Option<&serde_yaml::Value>, default: usize) -> usize {
+        let parsed = match value {
+            None => return default,
+            Some(serde_yaml::Value::Number(n)) => n.as_u64().ok_or_else(|| format!("`{n}` is not a size")),
+            Some(serde_yaml::Value::String(s)) => parse_size(s),
+            Some(_) => Err("write a size like 65536, 512KiB or 16MiB".into()),
+        };
+        match parsed {
+            Ok(size) if ((64 << 10)..=(1 << 30)).contains(&size) => usize::try_from(size).unwrap_or(default),
+            Ok(size) => {
+                self.problem(key, format!("{size} bytes is outside 64KiB..1GiB"));
+                default
+            }
+            Err(e) => {
+                self.problem(key, e);
+                default
+            }
+        }
+    }
+
     fn commit_interval(&mut self, raw: &RawConfig) -> Duration {
         let key = "database.commit_interval";
         let default = super::DEFAULT_COMMIT_INTERVAL;
@@ -653,10 +674,35 @@ impl Checker<'_> {
         if pause.is_zero() {
             self.problem("rules.loop_guard_pause", "must be longer than 0s");
         }
+        let limits = crate::rules::Limits::default();
+        let max_run_memory = self.size(
+            "rules.max_run_memory",
+            raw.rules.max_run_memory.as_ref(),
+            limits.max_run_memory,
+        );
+        let max_value_size = self.size(
+            "rules.max_value_size",
+            raw.rules.max_value_size.as_ref(),
+            limits.max_value_size,
+        );
+        let max_store_size = self.size(
+            "rules.max_store_size",
+            raw.rules.max_store_size.as_ref(),
+            limits.max_store_size,
+        );
+        if max_value_size > max_store_size {
+            self.problem(
+                "rules.max_value_size",
+                "must not be larger than rules.max_store_size",
+            );
+        }
         RulesConfig {
             dir: resolve(base_dir, raw.rules.dir.as_deref().unwrap_or("rules")),
             max_operations,
             timeout,
+            max_run_memory,
+            max_value_size,
+            max_store_size,
             loop_guard: crate::rules::pace::LoopGuard {
                 rate: raw.rules.loop_guard_rate.unwrap_or(defaults.rate),
                 pause: i64::try_from(pause.as_millis()).unwrap_or(i64::MAX),

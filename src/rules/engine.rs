@@ -1,9 +1,10 @@
 //! The one place a Rhai engine is made, hardened the same way for `run`, `check` and tests: imports
-//! only from rules/lib/ (see `library.rs`), no `eval`, explicit limits (Rhai's own defaults differ between debug and release
-//! builds, so a rule tested in one could fail in the other), output through `tracing`, and a wall-clock deadline per run.
+//! only from rules/lib/ (see `library.rs`), no `eval`, explicit limits (Rhai's own defaults differ
+//! between debug and release builds, so a rule tested in one could fail in the other), output through
+//! `tracing`, and a wall-clock deadline and a memory allowance per run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine};
@@ -27,6 +28,27 @@ pub struct Limits {
     pub timeout: Duration,
     /// Longest string a rule may build (at least the largest MQTT packet, so payloads fit).
     pub max_string_size: usize,
+    /// Memory one run may take beyond what the rule thread held when it began, and what a rule may
+    /// keep in its captured variables between runs.
+    pub max_run_memory: usize,
+    /// The JSON of one `store_set` value, and the captured variables of one `after` timer.
+    pub max_value_size: usize,
+    /// All `store_set` values together, and all pending timers' captured variables together.
+    pub max_store_size: usize,
+}
+
+impl Default for Limits {
+    /// The defaults of `rules:` with `mqtt.max_packet_size` at its default of 1 MiB.
+    fn default() -> Self {
+        Limits {
+            max_operations: 1_000_000,
+            timeout: Duration::from_secs(1),
+            max_string_size: 4 << 20,
+            max_run_memory: 16 << 20,
+            max_value_size: 1 << 20,
+            max_store_size: 16 << 20,
+        }
+    }
 }
 
 impl Limits {
@@ -37,6 +59,9 @@ impl Limits {
             max_operations: config.rules.max_operations,
             timeout: config.rules.timeout,
             max_string_size: 4 * config.mqtt.max_packet_size,
+            max_run_memory: config.rules.max_run_memory,
+            max_value_size: config.rules.max_value_size,
+            max_store_size: config.rules.max_store_size,
         }
     }
 }
@@ -47,6 +72,8 @@ impl Limits {
 pub struct Deadline {
     origin: Instant,
     micros: AtomicU64,
+    /// What the rule thread held when the run began (see [`crate::os::allocation`]).
+    held_at_start: AtomicIsize,
 }
 
 impl Deadline {
@@ -54,11 +81,14 @@ impl Deadline {
         Deadline {
             origin: Instant::now(),
             micros: AtomicU64::new(0),
+            held_at_start: AtomicIsize::new(0),
         }
     }
 
-    /// Starts a run, begun at `started`, that may last `timeout`.
+    /// Starts a run, begun at `started`, that may last `timeout`. Called on the thread that runs it.
     pub fn arm(&self, started: Instant, timeout: Duration) -> Instant {
+        self.held_at_start
+            .store(crate::os::allocation::thread_held(), Ordering::Relaxed);
         let at = started + timeout;
         let micros = at.duration_since(self.origin).as_micros();
         self.micros.store(
@@ -83,6 +113,11 @@ impl Deadline {
 
     fn passed(&self) -> bool {
         self.current().is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// Bytes the calling thread took since the run began (negative when it freed more).
+    pub fn memory_used(&self) -> isize {
+        crate::os::allocation::thread_held() - self.held_at_start.load(Ordering::Relaxed)
     }
 }
 
@@ -111,7 +146,17 @@ pub fn build(limits: Limits, library: Library) -> (Engine, Arc<Deadline>) {
     let deadline = Arc::new(Deadline::new());
     let watched = Arc::clone(&deadline);
     let timeout = limits.timeout;
+    let max_memory = isize::try_from(limits.max_run_memory).unwrap_or(isize::MAX);
+    // Checked at every operation: reading a thread-local costs less than the operation. A single
+    // operation (a string join, a map copy) may overshoot by what it builds, at most a few times
+    // Rhai's own limits.
     engine.on_progress(move |operations| {
+        if watched.current().is_some() && watched.memory_used() > max_memory {
+            return Some(Dynamic::from(format!(
+                "the run took more than {} of memory (rules.max_run_memory)",
+                super::size::human(max_memory.unsigned_abs())
+            )));
+        }
         if operations % CLOCK_CHECK_INTERVAL == 0 && watched.passed() {
             Some(Dynamic::from(format!(
                 "the run took longer than {timeout:?} (rules.timeout)"

@@ -154,10 +154,14 @@ impl RuleSet {
         let arg = Dynamic::from(RuleMessage::new(message.clone()));
         let result = condition.call::<Dynamic>(&self.engine, &rule.ast, (arg,));
         self.deadline.disarm();
-        let (produced, _) = self.host.end_run();
+        let (mut produced, _) = self.host.end_run();
+        let acted = !produced.is_empty();
+        if result.is_err() || acted {
+            self.host.undo_store_writes(&mut produced);
+        }
         let problem = match result {
             Err(e) => Diagnostic::from_eval(&rule.path, *e),
-            Ok(_) if !produced.is_empty() => Diagnostic::at(
+            Ok(_) if acted => Diagnostic::at(
                 &rule.path,
                 trigger.position,
                 "the condition of on_held only tests the message; act in the last closure",

@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use rhai::{Dynamic, FnPtr, Position};
 
+use super::engine::Limits;
+use super::size::{JsonProblem, held_bytes, human, json_within};
 use crate::config::OutboundConfig;
 use crate::event::{Action, Message, Output};
 use crate::relays::model::{Cause, Op as RelayOp, RelayModel};
@@ -20,9 +22,14 @@ use crate::store::{Bounds, HistoryReader, QueryResult, SqlValue};
 /// Topics whose latest message the rule thread remembers for `last()`; beyond this it starts afresh.
 pub const RECENT_TOPICS: usize = 10_000;
 
-/// Most actions one run may ask for: a `loop { publish(..) }` is stopped long before it floods the
-/// broker.
+/// Most actions one run may ask for (each `after` counts as one): a `loop { publish(..) }` is stopped
+/// long before it floods the broker.
 pub const MAX_ACTIONS_PER_RUN: usize = 1_000;
+
+/// Most `after` timers pending at once, over all rules: a house needs a few dozen; each costs a row in
+/// `timers` and an entry in the scheduler's queue, so a rule setting timers on every message is stopped
+/// long before those cost the Pi its memory.
+pub const MAX_PENDING_TIMERS: usize = 10_000;
 
 /// What one `sql()` call may return: enough for a rule's look at the history (a day of a sensor at a
 /// reading a minute is 1,440 rows), small enough that the result and the Rhai array made of it stay
@@ -128,6 +135,8 @@ pub struct OneShot {
     pub callback: Callback,
     pub due: i64,
     pub position: Position,
+    /// What its captured variables weigh (map keys included), counted toward `rules.max_store_size`.
+    pub bytes: usize,
 }
 
 /// A trigger a rule file registered, with the closure to call.
@@ -155,13 +164,25 @@ enum Phase {
     Running(Arc<str>),
 }
 
+/// A `store_set` value with the bytes it counts toward `rules.max_store_size` (key and JSON).
+pub type StoredValue = (Dynamic, usize);
+
 #[derive(Default)]
 struct State {
     phase: Phase,
     triggers: Vec<Trigger>,
     outputs: Vec<Output>,
     actions: usize,
-    kv: HashMap<String, Dynamic>,
+    /// `after` timers set by the running rule: they count toward [`MAX_ACTIONS_PER_RUN`] but are not
+    /// actions in its trace (no row in `actions`).
+    timers_set: usize,
+    kv: HashMap<String, StoredValue>,
+    /// The bytes of every value in `kv`.
+    kv_bytes: usize,
+    /// What the running rule's `store_set` calls replaced, oldest first, to put back if it fails.
+    kv_undo: Vec<(String, Option<StoredValue>)>,
+    /// The bytes of every pending timer's captured variables.
+    timer_bytes: usize,
     recent: foldhash::HashMap<std::sync::Arc<str>, Message>,
     schedule: Schedule,
     timers: HashMap<i64, OneShot>,
@@ -174,6 +195,14 @@ struct State {
     /// The file of the rule loading or running, as its compiled script names it: code from any other
     /// file (a module in rules/lib/) may not register triggers or timers for it.
     file: Option<Arc<str>>,
+}
+
+impl State {
+    fn remove_timer(&mut self, id: i64) -> Option<OneShot> {
+        let timer = self.timers.remove(&id)?;
+        self.timer_bytes = self.timer_bytes.saturating_sub(timer.bytes);
+        Some(timer)
+    }
 }
 
 /// Remembers that a rule published to `topic`, within [`RECENT_TOPICS`] (topics that carry ids would
@@ -207,17 +236,21 @@ pub struct Host {
     services: Option<Services>,
     clock: Clock,
     location: Location,
+    limits: Limits,
 }
 
 impl Host {
-    /// A host; without `services` (as in `check`), `sql()` and history lookups are unavailable.
+    /// A host; without `services` (as in `check`), `sql()` and history lookups are unavailable. `kv` is
+    /// what `store_set` persisted, with each value's bytes.
     pub fn new(
         services: Option<Services>,
-        kv: HashMap<String, Dynamic>,
+        kv: HashMap<String, StoredValue>,
         clock: Clock,
         location: Location,
+        limits: Limits,
     ) -> Self {
         let state = State {
+            kv_bytes: kv.values().map(|(_, bytes)| bytes).sum(),
             kv,
             next_timer_id: 1,
             ..State::default()
@@ -227,7 +260,13 @@ impl Host {
             services,
             clock,
             location,
+            limits,
         }
+    }
+
+    /// The limits rules run within.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The time rules run at.
@@ -265,13 +304,15 @@ impl Host {
         self.state().schedule.pop_due(now)
     }
 
-    /// Sets a one-shot timer of the running rule `delay` ms from now; returns its id and the timer.
+    /// Sets a one-shot timer of the running rule `delay` ms from now, whose captured variables weigh
+    /// `bytes`; returns its id and the timer. It counts toward the run's limit of actions.
     pub fn add_timer(
         &self,
         source: Option<&str>,
         callback: FnPtr,
         delay: i64,
         position: Position,
+        bytes: usize,
     ) -> Result<(i64, OneShot), String> {
         let due = self.now().saturating_add(delay);
         let mut state = self.state();
@@ -281,11 +322,33 @@ impl Host {
                 "after can only be called inside a trigger (use on_start for a timer at start)".into(),
             );
         };
+        let rule = Arc::clone(rule);
+        if state.actions + state.timers_set >= MAX_ACTIONS_PER_RUN {
+            return Err(format!(
+                "too many actions in one run (the limit is {MAX_ACTIONS_PER_RUN}; each after() counts)"
+            ));
+        }
+        if state.timers.len() >= MAX_PENDING_TIMERS {
+            return Err(format!(
+                "after: {MAX_PENDING_TIMERS} timers are already pending, the most there may be"
+            ));
+        }
+        let total = state.timer_bytes.saturating_add(bytes);
+        if total > self.limits.max_store_size {
+            return Err(format!(
+                "after: the pending timers' captured variables would take {}, more than {} (rules.max_store_size)",
+                human(total),
+                human(self.limits.max_store_size)
+            ));
+        }
+        state.timers_set += 1;
+        state.timer_bytes = total;
         let timer = OneShot {
-            rule: Arc::clone(rule),
+            rule,
             callback: Callback::Pointer(callback),
             due,
             position,
+            bytes,
         };
         let id = state.next_timer_id;
         state.next_timer_id += 1;
@@ -299,6 +362,7 @@ impl Host {
         let mut state = self.state();
         state.next_timer_id = state.next_timer_id.max(id + 1);
         state.schedule.insert(timer.due, Due::Timer { id });
+        state.timer_bytes = state.timer_bytes.saturating_add(timer.bytes);
         state.timers.insert(id, timer);
     }
 
@@ -318,7 +382,7 @@ impl Host {
             .map(|(id, _)| *id)
             .collect();
         for id in &ids {
-            state.timers.remove(id);
+            state.remove_timer(*id);
         }
         ids
     }
@@ -333,14 +397,14 @@ impl Host {
             .map(|(id, _)| *id)
             .collect();
         for id in &ids {
-            state.timers.remove(id);
+            state.remove_timer(*id);
         }
         ids
     }
 
     /// Takes a timer out (it fires now, or it is cancelled); `None` when it is already gone.
     pub fn take_timer(&self, id: i64) -> Option<OneShot> {
-        self.state().timers.remove(&id)
+        self.state().remove_timer(id)
     }
 
     /// Sets the notification channels and the hosts `http()` may call (at start, before any rule runs).
@@ -469,6 +533,27 @@ impl Host {
         state.file = Some(file);
         state.outputs.clear();
         state.actions = 0;
+        state.timers_set = 0;
+        state.kv_undo.clear();
+    }
+
+    /// The run that just ended failed: the values its `store_set` calls replaced are put back, so a
+    /// run stopped by a limit leaves nothing of what it stored (what it stored is not in the outputs
+    /// either, see [`Output::StoreSet`]).
+    pub fn undo_store_writes(&self, produced: &mut Vec<Output>) {
+        let mut state = self.state();
+        let state = &mut *state;
+        while let Some((key, old)) = state.kv_undo.pop() {
+            let replaced = match old {
+                Some(old) => {
+                    state.kv_bytes += old.1;
+                    state.kv.insert(key, old)
+                }
+                None => state.kv.remove(&key),
+            };
+            state.kv_bytes -= replaced.map_or(0, |(_, bytes)| bytes);
+        }
+        produced.retain(|output| !matches!(output, Output::StoreSet { .. }));
     }
 
     /// The run finished: what it asked for, in order, and how many actions that was.
@@ -512,9 +597,9 @@ impl Host {
                 "actions can only be taken inside a trigger (use on_start for things to do at start)".into(),
             );
         };
-        if state.actions >= MAX_ACTIONS_PER_RUN {
+        if state.actions + state.timers_set >= MAX_ACTIONS_PER_RUN {
             return Err(format!(
-                "too many actions in one run (the limit is {MAX_ACTIONS_PER_RUN})"
+                "too many actions in one run (the limit is {MAX_ACTIONS_PER_RUN}; each after() counts)"
             ));
         }
         let rule = Arc::clone(rule);
@@ -538,18 +623,57 @@ impl Host {
 
     /// `store_get(key)`.
     pub fn store_get(&self, key: &str) -> Dynamic {
-        self.state().kv.get(key).cloned().unwrap_or(Dynamic::UNIT)
+        self.state()
+            .kv
+            .get(key)
+            .map_or(Dynamic::UNIT, |(value, _)| value.clone())
     }
 
-    /// `store_set(key, value)`: visible at once to every rule, persisted by the recorder.
+    /// `store_set(key, value)`: visible at once to every rule, persisted by the recorder if the run
+    /// succeeds. The key and the value (the larger of its JSON and what it holds in memory) together
+    /// count toward `rules.max_value_size`, and all values toward `rules.max_store_size`.
     pub fn store_set(&self, key: &str, value: Dynamic) -> Result<(), String> {
-        let json = serde_json::to_string(&value)
-            .map_err(|e| format!("store_set(\"{key}\", ..): cannot store this value: {e}"))?;
+        let most = self.limits.max_value_size;
+        let call = || {
+            let shown: String = key.chars().take(40).collect();
+            let more = if shown.len() < key.len() { "..." } else { "" };
+            format!("store_set(\"{shown}{more}\", ..)")
+        };
+        // In memory a value can take several times its JSON (`[1,1,1]`): the larger of the two counts.
+        let held = held_bytes(&value, most);
+        let json = match json_within(&value, most.saturating_sub(key.len())) {
+            Ok(_) if key.len() + held > most => Err(JsonProblem::TooLarge),
+            other => other,
+        };
+        let json = match json {
+            Ok(json) => json,
+            Err(JsonProblem::TooLarge) => {
+                return Err(format!(
+                    "{}: the key and the value take more than {} (rules.max_value_size)",
+                    call(),
+                    human(most)
+                ));
+            }
+            Err(JsonProblem::Invalid(e)) => return Err(format!("{}: cannot store this value: {e}", call())),
+        };
+        let bytes = key.len() + json.len().max(held);
         let mut state = self.state();
         if !matches!(state.phase, Phase::Running(_)) {
             return Err("store_set can only be called inside a trigger".into());
         }
-        state.kv.insert(key.to_string(), value);
+        let replaced = state.kv.get(key).map_or(0, |(_, bytes)| *bytes);
+        let total = state.kv_bytes - replaced + bytes;
+        if total > self.limits.max_store_size {
+            return Err(format!(
+                "{}: the store would hold {}, more than {} (rules.max_store_size); store_set(key, ()) frees a key",
+                call(),
+                human(total),
+                human(self.limits.max_store_size)
+            ));
+        }
+        state.kv_bytes = total;
+        let old = state.kv.insert(key.to_string(), (value, bytes));
+        state.kv_undo.push((key.to_string(), old));
         state.outputs.push(Output::StoreSet {
             key: key.to_string(),
             value: json,

@@ -131,6 +131,32 @@ impl RuleSet {
         }
     }
 
+    /// Restarts the rules whose captured variables grew too large (see `RuleSet::measure_kept`): loaded
+    /// again from their file, as after an edit, so their variables start afresh.
+    pub(super) fn restart_oversized(&mut self, outputs: &mut Vec<Output>) {
+        let names = std::mem::take(&mut *self.oversized.borrow_mut());
+        for name in names {
+            let Some(path) = self.rule(&name).map(|rule| rule.path.clone()) else {
+                continue;
+            };
+            match self.load_file(&path) {
+                Ok(()) => {
+                    warn!(rule = %name, "{} restarted with fresh captured variables", path.display());
+                    self.drop_orphaned_timers(&name, outputs);
+                    self.rearm_watches(&name, outputs);
+                    self.forget_paced(&name);
+                    if let Some(rule) = self.rule(&name) {
+                        self.run_on_start(rule, outputs);
+                    }
+                }
+                Err(problem) => tracing::error!(
+                    "{problem} (so its oversized captured variables could not be dropped){}",
+                    problem.snippet()
+                ),
+            }
+        }
+    }
+
     fn unload(&mut self, name: &str, outputs: &mut Vec<Output>) {
         self.rules.retain(|r| &*r.name != name);
         self.forget_routes();

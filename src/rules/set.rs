@@ -2,6 +2,7 @@
 //! are the whole of rule evaluation, with no threads or channels, so `run`, `check` and tests (on
 //! virtual time) share them.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,13 +35,14 @@ pub struct Rule {
     /// closure finds `x::helper()` when it runs long after the top level did.
     pub(super) ast: AST,
     pub(super) triggers: Vec<Trigger>,
-    /// Each trigger's [`Rule::trigger_key`], kept for those looked up per message (`on_held`,
-    /// `on_silent`).
+    /// Each trigger's [`Rule::trigger_key`].
     pub(super) keys: Vec<Arc<str>>,
     /// The text it was compiled from, to tell a real change from a repeated file event.
     source: String,
     /// The module files of rules/lib/ it imports, directly or through another module.
     pub(super) modules: Vec<PathBuf>,
+    /// Bytes its runs took since its captured variables were last measured (see [`RuleSet::run`]).
+    grown: Cell<usize>,
 }
 
 impl Rule {
@@ -56,26 +58,45 @@ impl Rule {
 
     /// The identity of trigger `index` across restarts: its kind and schedule, numbered among equal ones.
     pub(super) fn trigger_key(&self, index: usize) -> String {
-        let describe = |t: &Trigger| match &t.kind {
-            TriggerKind::Timed { recurrence, .. } => recurrence.describe(),
-            // The condition's closure is named after a hash of its text: an edited condition is a new
-            // trigger, whose holds start afresh.
-            TriggerKind::Held {
-                filter,
-                condition,
-                duration,
-            } => format!("on_held {filter} {duration}ms {}", condition.fn_name()),
-            TriggerKind::Silent { filter, duration } => format!("on_silent {filter} {duration}ms"),
-            other => other.name().to_string(),
-        };
-        let own = describe(&self.triggers[index]);
-        let ordinal = self.triggers[..index]
-            .iter()
-            .filter(|t| describe(t) == own)
-            .count();
-        format!("{own}#{ordinal}")
+        self.keys[index].to_string()
     }
 }
+
+/// What tells a trigger from the others of its file, before numbering equal ones.
+fn describe(trigger: &Trigger) -> String {
+    match &trigger.kind {
+        TriggerKind::Timed { recurrence, .. } => recurrence.describe(),
+        // The condition's closure is named after a hash of its text: an edited condition is a new
+        // trigger, whose holds start afresh.
+        TriggerKind::Held {
+            filter,
+            condition,
+            duration,
+        } => format!("on_held {filter} {duration}ms {}", condition.fn_name()),
+        TriggerKind::Silent { filter, duration } => format!("on_silent {filter} {duration}ms"),
+        other => other.name().to_string(),
+    }
+}
+
+/// Each trigger's identity across restarts (see [`Rule::trigger_key`]), in one pass: numbering each
+/// trigger by counting the equal ones before it made a file of 40,000 triggers take half a minute.
+fn trigger_keys(triggers: &[Trigger]) -> Vec<Arc<str>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    triggers
+        .iter()
+        .map(|trigger| {
+            let own = describe(trigger);
+            let ordinal = seen.entry(own.clone()).or_insert(0);
+            let key = format!("{own}#{ordinal}");
+            *ordinal += 1;
+            Arc::from(key)
+        })
+        .collect()
+}
+
+/// Memory a rule's runs may take before its captured variables are measured again: measuring walks
+/// them, so it is done only once their runs could have grown them by this much.
+const MEASURE_KEPT_EVERY: usize = 1 << 20;
 
 /// The `*.rhai` files of `dir`, sorted by name so load order (and `on_start` order) is predictable.
 pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -133,6 +154,9 @@ pub struct RuleSet {
     pub(super) dir: Option<PathBuf>,
     /// The module files each rule file that failed to load tried to import: fixing one retries it.
     pub(super) failed_imports: HashMap<PathBuf, Vec<PathBuf>>,
+    /// Rules whose captured variables grew past `rules.max_run_memory`, to be restarted once the
+    /// event in progress is handled.
+    pub(super) oversized: RefCell<Vec<Arc<str>>>,
 }
 
 impl RuleSet {
@@ -148,10 +172,13 @@ impl RuleSet {
             .into_iter()
             .filter_map(|(key, json)| {
                 let value: serde_json::Value = serde_json::from_str(&json).ok()?;
-                Some((key, rhai::serde::to_dynamic(value).ok()?))
+                let value = rhai::serde::to_dynamic(value).ok()?;
+                let held = super::size::held_bytes(&value, limits.max_value_size);
+                let bytes = key.len() + json.len().max(held);
+                Some((key, (value, bytes)))
             })
             .collect();
-        let host = Arc::new(Host::new(services, kv, clock.clone(), location));
+        let host = Arc::new(Host::new(services, kv, clock.clone(), location, limits));
         let library = super::library::Library::default();
         let (mut engine, deadline) = engine::build(limits, library.clone());
         api::register(&mut engine, &host, &deadline);
@@ -175,6 +202,7 @@ impl RuleSet {
             library,
             dir: None,
             failed_imports: HashMap::new(),
+            oversized: Default::default(),
         }
     }
 
@@ -229,12 +257,45 @@ impl RuleSet {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Diagnostic::at(path, Position::NONE, format!("cannot read: {e}")))?;
         let file: Arc<str> = path.to_string_lossy().into();
+        let (ast, triggers, modules) = match self.load_in_pieces(path, &name, &file, &text) {
+            Some((ast, triggers)) => (ast, triggers, Vec::new()),
+            None => self.load_whole(path, &name, &file, &text)?,
+        };
+        self.rules.retain(|r| r.name != name);
+        self.host.unschedule_rule(&name);
+        let rule = Rule {
+            name,
+            path: path.to_path_buf(),
+            file,
+            source: text,
+            ast,
+            keys: trigger_keys(&triggers),
+            triggers,
+            modules,
+            grown: Cell::new(0),
+        };
+        self.schedule_rule(&rule, self.clock.now());
+        self.remember_watched(&rule);
+        self.rules.push(rule);
+        self.forget_routes();
+        Ok(())
+    }
+
+    /// Compiles `text` and runs its top level: the AST, the triggers it registered and the modules it
+    /// imported.
+    fn load_whole(
+        &mut self,
+        path: &Path,
+        name: &Arc<str>,
+        file: &Arc<str>,
+        text: &str,
+    ) -> Result<(AST, Vec<Trigger>, Vec<PathBuf>), Diagnostic> {
         let mut ast = self
             .engine
-            .compile(&text)
+            .compile(text)
             .map_err(|e| Diagnostic::at(path, e.1, e.0.to_string()))?;
-        ast.set_source(&*file);
-        self.host.begin_load(Arc::clone(&name), Arc::clone(&file));
+        ast.set_source(&**file);
+        self.host.begin_load(Arc::clone(name), Arc::clone(file));
         self.library.begin(path);
         self.deadline.arm(Instant::now(), self.timeout);
         // Run as a module would be: what comes back holds the rule's functions, each with the modules
@@ -260,26 +321,54 @@ impl RuleSet {
             ast.clone_functions_only()
                 .merge(&AST::new_from_module(Shared::new(module)))
         };
-        self.rules.retain(|r| r.name != name);
-        self.host.unschedule_rule(&name);
-        let mut rule = Rule {
-            name,
-            path: path.to_path_buf(),
-            file,
-            source: text,
-            ast,
-            triggers,
-            keys: Vec::new(),
-            modules,
-        };
-        rule.keys = (0..rule.triggers.len())
-            .map(|index| rule.trigger_key(index).into())
-            .collect();
-        self.schedule_rule(&rule, self.clock.now());
-        self.remember_watched(&rule);
-        self.rules.push(rule);
-        self.forget_routes();
-        Ok(())
+        Ok((ast, triggers, modules))
+    }
+
+    /// A large file, compiled and run a piece at a time (see [`super::pieces`]) so loading grows with
+    /// its size: each piece sees the variables of those before it, and the AST kept holds every piece's
+    /// functions. `None` when the file is small, or when a piece fails: a piece may use what only a
+    /// later one defines (a function called at the top level), so a failure is left to the whole file's
+    /// load to confirm and report.
+    fn load_in_pieces(
+        &self,
+        path: &Path,
+        name: &Arc<str>,
+        file: &Arc<str>,
+        text: &str,
+    ) -> Option<(AST, Vec<Trigger>)> {
+        // Pieces run one after another with a plain scope, which forgets imported modules: a file that
+        // may import anything loads whole.
+        if text.contains("import") {
+            return None;
+        }
+        let pieces = super::pieces::pieces(text);
+        if pieces.len() < 2 {
+            return None;
+        }
+        let source = path.to_string_lossy();
+        let mut scope = Scope::new();
+        let mut functions = AST::empty();
+        self.host.begin_load(Arc::clone(name), Arc::clone(file));
+        for index in 0..pieces.len() {
+            let piece = super::pieces::padded(text, &pieces, index);
+            let Ok(mut ast) = self.engine.compile_with_scope(&scope, &piece) else {
+                self.host.end_load();
+                return None;
+            };
+            ast.set_source(source.as_ref());
+            // Each piece's run has the whole limit: the limits stop a runaway top level, not a long file.
+            self.deadline.arm(Instant::now(), self.timeout);
+            let result = self.engine.run_ast_with_scope(&mut scope, &ast);
+            self.deadline.disarm();
+            if result.is_err() {
+                self.host.end_load();
+                return None;
+            }
+            ast.clear_statements();
+            functions.combine(ast);
+        }
+        functions.set_source(source.as_ref());
+        Some((functions, self.host.end_load()))
     }
 
     /// Queues the first firing of each timed trigger of `rule` after `now`.
@@ -353,6 +442,7 @@ impl RuleSet {
             Event::RuleFile(path) => self.reload(path, &mut outputs),
             Event::Message(message) => self.message(message, &mut outputs),
         }
+        self.restart_oversized(&mut outputs);
         outputs
     }
 
@@ -483,7 +573,12 @@ impl RuleSet {
         self.deadline.arm(started, self.timeout);
         let result = call(&self.engine, &rule.ast);
         self.deadline.disarm();
-        let (produced, actions) = self.host.end_run();
+        let used = self.deadline.memory_used();
+        let (mut produced, actions) = self.host.end_run();
+        if result.is_err() {
+            self.host.undo_store_writes(&mut produced);
+        }
+        let kept = self.measure_kept(rule, used);
         let error = result.err().map(|e| {
             let mut diagnostic = Diagnostic::from_eval(&rule.path, *e);
             if diagnostic.line.is_none() {
@@ -497,6 +592,14 @@ impl RuleSet {
             error!("{diagnostic}{}", diagnostic.snippet());
             diagnostic.to_string()
         });
+        let error = match (error, kept) {
+            (None, Some(kept)) => {
+                let diagnostic = Diagnostic::at(&rule.path, kind.position, kept);
+                error!("{diagnostic}");
+                Some(diagnostic.to_string())
+            }
+            (error, _) => error,
+        };
         outputs.extend(produced);
         outputs.push(Output::Run(RuleRun {
             ts,
@@ -508,6 +611,34 @@ impl RuleSet {
             actions: actions as i64,
             late: kind.late,
         }));
+    }
+
+    /// After a run of `rule` that took `used` bytes: whether its captured variables, which live as long
+    /// as the rule, now hold more than `rules.max_run_memory` (a map a rule adds to on every message);
+    /// if so the rule is restarted with fresh ones once the event is handled, and the reason is returned.
+    fn measure_kept(&self, rule: &Rule, used: isize) -> Option<String> {
+        let grown = rule.grown.get().saturating_add(used.max(0).unsigned_abs());
+        if grown < MEASURE_KEPT_EVERY {
+            rule.grown.set(grown);
+            return None;
+        }
+        rule.grown.set(0);
+        let most = self.host.limits().max_run_memory;
+        // Each closure alone: those of one file share its variables, which a sum would count again.
+        let kept = rule
+            .triggers
+            .iter()
+            .map(|t| super::size::held_bytes_all(t.callback.curry(), most))
+            .max()
+            .unwrap_or(0);
+        if kept <= most {
+            return None;
+        }
+        self.oversized.borrow_mut().push(Arc::clone(&rule.name));
+        Some(format!(
+            "the rule keeps more than {} in its captured variables (rules.max_run_memory); it restarts with fresh ones",
+            super::size::human(most)
+        ))
     }
 
     /// The rule named `name`.
@@ -524,8 +655,8 @@ mod tests {
     fn limits() -> Limits {
         Limits {
             max_operations: 100_000,
-            timeout: Duration::from_secs(1),
             max_string_size: 1 << 20,
+            ..Limits::default()
         }
     }
 

@@ -80,6 +80,7 @@ impl RuleSet {
                         callback,
                         due: record.due,
                         position,
+                        bytes: record.captured.as_ref().map_or(0, String::len),
                     },
                 );
                 continue;
@@ -205,6 +206,7 @@ impl RuleSet {
                 }
             }
         }
+        self.restart_oversized(&mut outputs);
         outputs
     }
 

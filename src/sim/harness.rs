@@ -89,6 +89,7 @@ impl Default for Options {
                 max_operations: 1_000_000,
                 timeout: std::time::Duration::from_secs(1),
                 max_string_size: 4 << 20,
+                ..Limits::default()
             },
             gpio: GpioConfig::default(),
             base_topic: "homewright".into(),
@@ -157,7 +158,7 @@ impl Simulation {
                 Store::open(db).await?
             };
             let reader = HistoryReader::open(db).await?;
-            let mut persisted = store.load_persisted().await?;
+            let mut persisted = store.load_persisted(limits.max_value_size).await?;
             if rebase {
                 crate::scheduler::rebase::rebase(&mut persisted, start, store.last_recorded().await?);
             }

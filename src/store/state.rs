@@ -20,23 +20,42 @@ pub enum TimerOp {
 
 impl Store {
     /// Everything the rules persisted: `store_set` values, pending timers, catch-up trigger runs.
-    pub async fn load_persisted(&self) -> Result<Persisted, StoreError> {
-        let timers =
-            sqlx::query("SELECT id, rule, callback, captured, due, position FROM timers ORDER BY due, id")
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|row| {
-                    Ok(TimerRecord {
-                        id: row.try_get(0)?,
-                        rule: row.try_get(1)?,
-                        callback: row.try_get(2)?,
-                        captured: row.try_get(3)?,
-                        due: row.try_get(4)?,
-                        position: row.try_get(5)?,
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()?;
+    ///
+    /// A stored value or a timer's captured variables longer than `max_value_size` (left by a version
+    /// without that limit, or with a larger one) is not read: it would take the memory the limit
+    /// protects before any rule runs. The value stays in the file, unseen by rules, with a warning; the
+    /// timer is dropped as one whose values cannot be restored.
+    pub async fn load_persisted(&self, max_value_size: usize) -> Result<Persisted, StoreError> {
+        let most = i64::try_from(max_value_size).unwrap_or(i64::MAX);
+        let timers = sqlx::query(
+            "SELECT id, rule, callback, CASE WHEN octet_length(captured) <= ?1 THEN captured END, due, position, \
+             octet_length(captured) FROM timers ORDER BY due, id",
+        )
+        .bind(most)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let record = TimerRecord {
+                id: row.try_get(0)?,
+                rule: row.try_get(1)?,
+                callback: row.try_get(2)?,
+                captured: row.try_get(3)?,
+                due: row.try_get(4)?,
+                position: row.try_get(5)?,
+            };
+            let length: Option<i64> = row.try_get(6)?;
+            if record.captured.is_none() && length.is_some() {
+                tracing::warn!(
+                    "timer set by rules/{}.rhai:{} captured {} bytes, more than rules.max_value_size: it is dropped",
+                    record.rule,
+                    record.position,
+                    length.unwrap_or(0)
+                );
+            }
+            Ok(record)
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
         let trigger_runs = sqlx::query("SELECT rule, trigger, last_run FROM trigger_runs")
             .fetch_all(&self.pool)
             .await?
@@ -71,7 +90,7 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(Persisted {
-            kv: self.load_kv().await?,
+            kv: self.load_kv(max_value_size).await?,
             timers,
             trigger_runs,
             relays,
@@ -79,14 +98,34 @@ impl Store {
         })
     }
 
-    /// Everything `store_set` persisted, as JSON text per key.
-    pub async fn load_kv(&self) -> Result<HashMap<String, String>, StoreError> {
-        let rows = sqlx::query("SELECT key, value FROM store")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect()
+    /// What `store_set` persisted, as JSON text per key, without the values longer than
+    /// `max_value_size` (see [`Store::load_persisted`]).
+    pub async fn load_kv(&self, max_value_size: usize) -> Result<HashMap<String, String>, StoreError> {
+        let most = i64::try_from(max_value_size).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT key, CASE WHEN octet_length(key) + octet_length(value) <= ?1 THEN value END, \
+             octet_length(value) FROM store",
+        )
+        .bind(most)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut kv = HashMap::new();
+        for row in &rows {
+            let key: String = row.try_get(0)?;
+            match row.try_get::<Option<String>, _>(1)? {
+                Some(value) => {
+                    kv.insert(key, value);
+                }
+                None => {
+                    let length: i64 = row.try_get(2)?;
+                    let shown: String = key.chars().take(40).collect();
+                    tracing::warn!(
+                        "the stored value of `{shown}` is {length} bytes, more than rules.max_value_size: rules see () until it is set again"
+                    );
+                }
+            }
+        }
+        Ok(kv)
     }
 }
 

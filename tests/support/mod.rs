@@ -9,6 +9,7 @@ pub mod mosquitto;
 pub mod pg_server;
 pub mod postgres;
 pub mod relay;
+pub mod rule_files;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

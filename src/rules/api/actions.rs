@@ -11,6 +11,7 @@ use super::error_at;
 use crate::event::Action;
 use crate::mqtt::topic::publish_problem;
 use crate::rules::host::Host;
+use crate::rules::size::{JsonProblem, human, json_within};
 
 pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
     let plain = Arc::clone(host);
@@ -48,7 +49,8 @@ fn publish(
     if let Some(problem) = publish_problem(topic) {
         return Err(error_at(ctx, format!("publish: {problem}")));
     }
-    let payload = encode_payload(payload).map_err(|e| error_at(ctx, format!("publish to {topic}: {e}")))?;
+    let payload = encode_payload(payload, host.limits().max_string_size)
+        .map_err(|e| error_at(ctx, format!("publish to {topic}: {e}")))?;
     let (qos, retain) =
         publish_options(options).map_err(|e| error_at(ctx, format!("publish to {topic}: {e}")))?;
     let action = Action::Publish {
@@ -60,9 +62,10 @@ fn publish(
     host.act(action).map_err(|e| error_at(ctx, e))
 }
 
-/// Text as it is, maps and arrays as JSON, blobs as bytes, `()` as an empty payload, other values as
-/// their text.
-pub(crate) fn encode_payload(payload: Dynamic) -> Result<Bytes, String> {
+/// Text as it is, maps and arrays as JSON (at most `max_json` bytes: map keys escape Rhai's own string
+/// limit, so the JSON of a map can be far larger than any string a rule may build), blobs as bytes,
+/// `()` as an empty payload, other values as their text.
+pub(crate) fn encode_payload(payload: Dynamic, max_json: usize) -> Result<Bytes, String> {
     if payload.is_unit() {
         return Ok(Bytes::new());
     }
@@ -73,9 +76,14 @@ pub(crate) fn encode_payload(payload: Dynamic) -> Result<Bytes, String> {
         return Ok(Bytes::from(payload.into_blob().unwrap_or_default()));
     }
     if payload.is_map() || payload.is_array() {
-        return serde_json::to_vec(&payload)
-            .map(Bytes::from)
-            .map_err(|e| format!("cannot send this value as JSON: {e}"));
+        return match json_within(&payload, max_json) {
+            Ok(json) => Ok(Bytes::from(json)),
+            Err(JsonProblem::TooLarge) => Err(format!(
+                "the value takes more than {} as JSON, the longest text a rule may build",
+                human(max_json)
+            )),
+            Err(JsonProblem::Invalid(e)) => Err(format!("cannot send this value as JSON: {e}")),
+        };
     }
     Ok(Bytes::from(payload.to_string()))
 }

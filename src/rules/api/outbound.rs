@@ -99,8 +99,18 @@ fn notify(
         }
         None => names,
     };
+    let most = host.limits().max_string_size;
     let text = if text.is_string() {
         text.into_string().unwrap_or_default()
+    } else if crate::rules::size::held_bytes(&text, most) > most {
+        // Its text would count every map key, which Rhai's string limit does not.
+        return Err(error_at(
+            ctx,
+            format!(
+                "notify: the value is larger than {}, the longest text a rule may build",
+                crate::rules::size::human(most)
+            ),
+        ));
     } else {
         text.to_string()
     };
@@ -227,7 +237,8 @@ fn http(
         ));
     }
     let json = body.is_map() || body.is_array();
-    let body = encode_payload(body).map_err(|e| error_at(ctx, format!("http: {e}")))?;
+    let body = encode_payload(body, host.limits().max_string_size)
+        .map_err(|e| error_at(ctx, format!("http: {e}")))?;
     let mut headers = headers(options).map_err(|e| error_at(ctx, format!("http: {e}")))?;
     if !body.is_empty()
         && !headers

@@ -10,6 +10,7 @@ use crate::event::{Output, TimerRecord};
 use crate::mqtt::topic::valid_filter;
 use crate::rules::host::{Host, Trigger, TriggerKind};
 use crate::rules::persist;
+use crate::rules::size::{held_bytes_all, human};
 use crate::scheduler::spec::{self, parse_offset};
 use crate::scheduler::{Recurrence, Sun};
 
@@ -70,9 +71,28 @@ pub(super) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 ));
             }
             let position = ctx.call_position();
+            let most = after.limits().max_value_size;
+            let too_large = || {
+                error_at(
+                    &ctx,
+                    format!(
+                        "after: the closure's captured variables take more than {} (rules.max_value_size); capture only what the timer needs",
+                        human(most)
+                    ),
+                )
+            };
+            // Measured in memory first, so a huge capture is refused before it is encoded.
+            let held = held_bytes_all(callback.curry(), most);
+            if held > most {
+                return Err(too_large());
+            }
             let captured = persist::encode_captured(callback.curry());
+            let bytes = captured.as_ref().map_or(held, |json| json.len().max(held));
+            if bytes > most {
+                return Err(too_large());
+            }
             let (id, timer) = after
-                .add_timer(ctx.call_source(), callback, millis, position)
+                .add_timer(ctx.call_source(), callback, millis, position, bytes)
                 .map_err(|e| error_at(&ctx, e))?;
             after.note(Output::TimerSet(TimerRecord {
                 id,
