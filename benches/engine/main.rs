@@ -20,6 +20,8 @@
 //!   about 6 minutes (`HOMEWRIGHT_BENCH_COMMIT_INTERVAL` sets `database.commit_interval`);
 //! - `latency`: a rule answering every message at 1,000 msg/s QoS 1 through a Mosquitto with its
 //!   default in-flight window of 20 (and Nagle off), beside a bare rumqttc echo; about a minute;
+//! - `idle`: only the idle RSS with the example config and its embedded broker (median of 5), and
+//!   where that memory is (the binary's code and data, heap, thread arenas and stacks, libraries);
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -136,6 +138,11 @@ fn main() {
     }
     if mode == "store" {
         runtime.block_on(store());
+        return;
+    }
+    if mode == "idle" {
+        let mut report = Report { lines: Vec::new() };
+        runtime.block_on(idle_rss(&mut report, 5, true));
         return;
     }
     runtime.block_on(bench(plan));
@@ -332,7 +339,7 @@ async fn bench(plan: Plan) {
         );
     }
 
-    idle_rss(&mut report, plan).await;
+    idle_rss(&mut report, plan.runs.min(3), false).await;
     history(port, work.path(), &mut report, plan).await;
 
     println!();
