@@ -83,7 +83,7 @@ impl Mappings {
                 } else if path == "[heap]" {
                     "heap (main arena)"
                 } else if path.is_empty() {
-                    "anonymous (thread arenas, stacks, large blocks)"
+                    "anonymous (thread arenas, stacks)"
                 } else if path.starts_with('[') {
                     "main thread's stack, vdso"
                 } else {
