@@ -26,6 +26,8 @@
 //! - `postgres`: replication's catch-up of a day of a 20 msg/s house and query latency over a month of
 //!   10 sites, on the PostgreSQL at 127.0.0.1:5432 (see `postgres.rs`); about 10 minutes;
 //! - `rules_load`: `homewright check` of one rule file of 0.5 to 5 MB (loading must grow linearly);
+//! - `idle`: only the idle RSS with the example config and its embedded broker (median of 5), and
+//!   where that memory is (the binary's code and data, heap, thread arenas and stacks, libraries);
 //! - `soak`: one long ingest run, to attach `perf record` to the engine (or, with
 //!   `HOMEWRIGHT_BENCH_BARE=1`, to the bare subscriber's run; `scripts/thread-cpu` uses it).
 
@@ -156,6 +158,11 @@ fn main() {
     }
     if mode == "store" {
         runtime.block_on(store());
+        return;
+    }
+    if mode == "idle" {
+        let mut report = Report { lines: Vec::new() };
+        runtime.block_on(idle_rss(&mut report, 5, true));
         return;
     }
     runtime.block_on(bench(plan));
@@ -352,7 +359,7 @@ async fn bench(plan: Plan) {
         );
     }
 
-    idle_rss(&mut report, plan).await;
+    idle_rss(&mut report, plan.runs.min(3), false).await;
     history(port, work.path(), &mut report, plan).await;
 
     println!();
