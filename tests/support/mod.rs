@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod browser;
 pub mod http;
 pub mod mosquitto;
 pub mod postgres;
