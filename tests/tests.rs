@@ -36,3 +36,4 @@ mod service;
 mod shutdown;
 mod sql_docs;
 mod traces;
+mod web_http;
