@@ -205,7 +205,7 @@ async fn pages_ask_for_the_login_and_a_relay_switch_needs_its_csrf_token() {
     let logged = std::fs::read_to_string(&log).expect("read the log");
     let failures = logged
         .lines()
-        .filter(|l| l.contains("failed login") && l.contains("127.0.0.1"))
+        .filter(|l| l.contains("failed login to the web page: wrong password") && l.contains("127.0.0.1"))
         .count();
     assert_eq!(failures, 5, "{logged}");
     assert!(!logged.contains(PASSWORD), "the log shows the password");

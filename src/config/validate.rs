@@ -835,6 +835,35 @@ mod tests {
     }
 
     #[test]
+    fn the_web_page_beyond_loopback_needs_a_password_and_never_shows_it() {
+        assert!(parse("").unwrap().web.is_none(), "off unless configured");
+        let open = parse("web:\n  listen: 127.0.0.1:8080\n").unwrap().web.unwrap();
+        assert!(open.password.is_none() && open.metrics_login);
+        let errors = parse("web:\n  listen: 0.0.0.0:8080\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("web.password: web.listen is 0.0.0.0:8080, which other machines can reach"),
+            "{errors:?}"
+        );
+        let empty = parse("web:\n  listen: 192.168.1.2:8080\n  password: \"\"\n").unwrap_err();
+        assert!(
+            empty[0].contains("web.password"),
+            "an empty password is none: {empty:?}"
+        );
+        let locked = parse("web:\n  listen: 0.0.0.0:8080\n  password: hunter2\n  metrics_login: false\n")
+            .unwrap()
+            .web
+            .unwrap();
+        assert!(!locked.metrics_login);
+        assert!(!format!("{locked:?}").contains("hunter2"));
+        let bad = parse("web:\n  listen: everywhere\n").unwrap_err();
+        assert!(
+            bad[0].contains("2:3: web.listen: `everywhere` is not an address and port"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
     fn broker_embedded_is_auto_true_or_false() {
         let mode = |text: &str| parse(text).map(|c| c.broker.embedded);
         #[cfg(feature = "embedded-broker")]
