@@ -37,3 +37,4 @@ mod shutdown;
 mod sql_docs;
 mod traces;
 mod web_browser;
+mod web_http;

@@ -9,6 +9,7 @@ pub mod http;
 pub mod mosquitto;
 pub mod postgres;
 pub mod relay;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
