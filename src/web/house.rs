@@ -31,7 +31,7 @@ const filter = document.getElementById('filter');
 function applyFilter() {
   const q = filter.value.toLowerCase();
   let group = null, shown = 0;
-  for (const tr of document.querySelectorAll('#topics tr')) {
+  for (const tr of document.querySelectorAll('#topics tbody tr')) {
     if (tr.classList.contains('group')) { if (group) group.hidden = !shown; group = tr; shown = 0; continue; }
     const ok = tr.dataset.topic.toLowerCase().includes(q);
     tr.hidden = !ok; if (ok) shown++;
