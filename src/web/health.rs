@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
 use super::html::{self, age, escape};
@@ -94,7 +94,7 @@ fn size(bytes: u64) -> String {
 pub(super) async fn page(State(state): AppState, headers: HeaderMap) -> Response {
     let csrf = match gate(&state, &headers, true) {
         Ok(csrf) => csrf,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     let body = render(&state).await;
     html::page("Health", "/health", logout_token(&state, &csrf), &body)

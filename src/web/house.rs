@@ -79,7 +79,7 @@ live.addEventListener('relay', e => {
 pub(super) async fn page(State(state): AppState, headers: HeaderMap) -> Response {
     let csrf = match gate(&state, &headers, true) {
         Ok(csrf) => csrf,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     match render(&state, &csrf).await {
         Ok(body) => html::page("House", "/", logout_token(&state, &csrf), &body),
@@ -313,7 +313,7 @@ pub(super) async fn switch(
 ) -> Response {
     let expected = match gate(&state, &headers, false) {
         Ok(csrf) => csrf,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     if !auth::csrf_matches(&expected, &form.csrf) {
         warn!(client = %peer.ip(), relay = %name, "relay switch from the web refused: no valid CSRF token");

@@ -54,8 +54,8 @@ pub(super) async fn events(
     headers: HeaderMap,
     Query(after): Query<After>,
 ) -> Response {
-    if let Err(response) = gate(&state, &headers, false) {
-        return response;
+    if let Err(denied) = gate(&state, &headers, false) {
+        return denied.into_response();
     }
     let watch = Watch {
         state,

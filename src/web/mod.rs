@@ -179,16 +179,33 @@ async fn metrics(State(state): AppState, headers: HeaderMap) -> Response {
     metrics_text(&state.queues)
 }
 
-/// The session's CSRF token, or the answer for a visitor who is not logged in: a page sends them to
-/// the login, anything else is refused.
-pub(crate) fn gate(state: &Shared, headers: &HeaderMap, is_page: bool) -> Result<String, Response> {
+/// Why a request without a live session is not served.
+pub(crate) enum Denied {
+    /// A page: the visitor is sent to the login.
+    Login,
+    /// Anything else: refused.
+    Refused,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Login => Redirect::to("/login").into_response(),
+            Denied::Refused => html::respond(
+                StatusCode::FORBIDDEN,
+                "<p class=\"error\">Log in first.</p>".into(),
+            ),
+        }
+    }
+}
+
+/// The session's CSRF token, or why the request is not served: a page sends the visitor to the
+/// login, anything else is refused.
+pub(crate) fn gate(state: &Shared, headers: &HeaderMap, is_page: bool) -> Result<String, Denied> {
     match state.auth.csrf(headers) {
         Some(csrf) => Ok(csrf),
-        None if is_page => Err(Redirect::to("/login").into_response()),
-        None => Err(html::respond(
-            StatusCode::FORBIDDEN,
-            "<p class=\"error\">Log in first.</p>".into(),
-        )),
+        None if is_page => Err(Denied::Login),
+        None => Err(Denied::Refused),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::html::{self, age, escape};
 use super::topic::local_time;
@@ -58,7 +58,7 @@ struct RuleFile {
 pub(super) async fn page(State(state): AppState, headers: HeaderMap) -> Response {
     let csrf = match gate(&state, &headers, true) {
         Ok(csrf) => csrf,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     let config = std::sync::Arc::clone(&state.config);
     let files = tokio::task::spawn_blocking(move || compile(&config)).await;

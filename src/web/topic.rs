@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::html::{self, escape, payload_text, query_value};
 use super::{AppState, Shared, gate, logout_token};
@@ -43,7 +43,7 @@ pub(super) async fn page(
 ) -> Response {
     let csrf = match gate(&state, &headers, true) {
         Ok(csrf) => csrf,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     let spec_text = if query.field.is_empty() {
         query.name.clone()
