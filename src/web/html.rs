@@ -28,7 +28,8 @@ table{border-collapse:collapse;width:100%;background:#fff}
 td,th{padding:.35rem .45rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
 th{font-weight:600;background:#eef1f4}
 tr.group th{background:#dde4ea}
-td.value{font-family:ui-monospace,monospace;word-break:break-all}
+td.value{font-family:ui-monospace,monospace;overflow-wrap:anywhere}
+a.topic-link{overflow-wrap:anywhere}
 td.age,td.when{white-space:nowrap;color:#5a6570}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 a{color:#1d5f99}
