@@ -302,6 +302,8 @@ async fn screenshots(browser: &mut Browser, page: &str) -> Option<String> {
     browser.screenshot(&format!("{page}-phone")).await;
     browser.resize(DESKTOP).await;
     browser.screenshot(&format!("{page}-desktop")).await;
-    (!overflow.as_i64().is_some_and(|px| px <= 0))
+    overflow
+        .as_i64()
+        .is_none_or(|px| px > 0)
         .then(|| format!("the {page} page is {overflow} px too wide (target/screenshots/{page}-phone.png)"))
 }
