@@ -101,6 +101,7 @@ async fn run_engine(
     let (actions_tx, actions_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
     let (outbound_tx, outbound_rx) = mpsc::channel(outbound::CHANNEL_CAPACITY);
+    let progress = Arc::new(IngestProgress::default());
     let web = {
         let mut queues = queues(&rules_tx, &ingest_tx, &actions_tx, &records_tx);
         queues.watch("outbound", &outbound_tx);
@@ -109,6 +110,7 @@ async fn run_engine(
             reader: reader.clone(),
             queues: Arc::new(queues),
             rules: rules_tx.downgrade(),
+            ingest: Arc::clone(&progress),
         })
         .await?
     };
@@ -116,7 +118,6 @@ async fn run_engine(
     // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
     // the start cleanly.
     let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
-    let progress = Arc::new(IngestProgress::default());
     let (subscriber, acker) = Subscriber::new(
         &with_command_topics(&config),
         ingest_tx,

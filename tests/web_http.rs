@@ -311,6 +311,7 @@ async fn open_pages_on_loopback_show_live_values_charts_and_rule_errors() {
 
     let health = get(port, "/health", None).await;
     for part in [
+        "<td class=\"connection\">connected</td>",
         "data-queue=\"ingest\"",
         "id=\"commits\"",
         "id=\"outboxes\"",

@@ -123,6 +123,17 @@ async fn render(state: &Shared) -> String {
         Embedded::Never => format!("{}:{}", config.mqtt.host, config.mqtt.port),
     };
     let _ = write!(body, "<tr><th>Broker</th><td>{}</td></tr>", escape(&broker));
+    let link = if state.ingest.is_connected() {
+        "connected"
+    } else {
+        "not connected (reconnecting)"
+    };
+    let _ = write!(
+        body,
+        "<tr><th>Engine's connection</th><td class=\"connection\">{link}</td></tr>\
+         <tr><th>Connections lost since start</th><td class=\"num\">{}</td></tr>",
+        state.ingest.sessions_lost()
+    );
     let last = count(
         state,
         "SELECT coalesce(max(ts), 0) FROM message_rows WHERE id = (SELECT max(id) FROM message_rows)",

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::event::Event;
 use crate::metrics::METRICS;
 use crate::metrics::queues::Queues;
+use crate::os::health::IngestProgress;
 use crate::store::HistoryReader;
 
 /// What every handler reads.
@@ -41,6 +42,8 @@ pub struct Shared {
     /// The rule thread's input, for relay commands; weak, so the rule thread still ends on shutdown.
     pub(crate) rules: flume::WeakSender<Event>,
     pub(crate) config: Arc<Config>,
+    /// Whether the ingest connection is up, and how often it failed.
+    pub(crate) ingest: Arc<IngestProgress>,
     /// Whether `/metrics` on `web.listen` asks for the login.
     metrics_login: bool,
     /// (unix ms, bytes) of the history's files, sampled by the health page's sampler.
@@ -55,6 +58,7 @@ pub struct Parts {
     pub reader: HistoryReader,
     pub queues: Arc<Queues>,
     pub rules: flume::WeakSender<Event>,
+    pub ingest: Arc<IngestProgress>,
 }
 
 /// The listeners configured (`web.listen`, `metrics.listen`), bound.
@@ -80,6 +84,7 @@ impl Servers {
                 queues: Arc::clone(&parts.queues),
                 rules: parts.rules,
                 config: Arc::clone(&config),
+                ingest: parts.ingest,
                 metrics_login: web.metrics_login && !same,
                 disk: Mutex::new(VecDeque::new()),
             });
