@@ -136,32 +136,41 @@ impl Browser {
     /// shows.
     pub async fn resize(&mut self, size: (u32, u32)) {
         let (width, height) = size;
+        let until = std::time::Instant::now() + PATIENCE;
         let mut window = size;
-        for _ in 0..3 {
+        loop {
             self.client
                 .set_window_size(window.0, window.1)
                 .await
                 .expect("set the window size");
-            let inner = self
+            // A resize lands a little later on a busy machine; the frame (outer minus inner size,
+            // about 140 px of height in headless Chromium 156) is read from one consistent snapshot.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let sizes = self
                 .client
-                .execute("return [window.innerWidth, window.innerHeight];", vec![])
+                .execute(
+                    "return [innerWidth, innerHeight, outerWidth, outerHeight];",
+                    vec![],
+                )
                 .await
                 .expect("read the viewport size");
-            let inner = (
-                inner[0].as_u64().unwrap_or(0) as u32,
-                inner[1].as_u64().unwrap_or(0) as u32,
-            );
-            if inner == size {
+            let px = |i: usize| sizes[i].as_u64().unwrap_or(0) as u32;
+            if (px(0), px(1)) == size {
                 return;
             }
-            // Even headless, the window counts a frame (about 140 px of height in Chromium 156)
-            // around the viewport: grow the window by what is missing.
+            assert!(
+                std::time::Instant::now() < until,
+                "cannot make the viewport {width}x{height}: it is {}x{} in a {}x{} window",
+                px(0),
+                px(1),
+                px(2),
+                px(3)
+            );
             window = (
-                (window.0 + width).saturating_sub(inner.0),
-                (window.1 + height).saturating_sub(inner.1),
+                (width + px(2)).saturating_sub(px(0)),
+                (height + px(3)).saturating_sub(px(1)),
             );
         }
-        panic!("cannot make the viewport {width}x{height}");
     }
 
     /// Opens `url` and waits until the page has loaded.
