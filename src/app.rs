@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::event::{ActionRequest, Event, Output, now_millis};
 use crate::housekeeping::Housekeeping;
 use crate::ingest::{self, Ingest};
-use crate::metrics::server::{MetricsServer, Queues};
+use crate::metrics::queues::Queues;
 use crate::mqtt::publisher::Publisher;
 use crate::mqtt::subscriber::Subscriber;
 use crate::os::health::{IngestCheck, IngestProgress};
@@ -54,7 +54,7 @@ pub enum StartError {
     #[error(transparent)]
     Gpio(#[from] relays::GpioError),
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::server::BindError),
+    Listen(#[from] crate::web::serve::BindError),
 }
 
 /// Runs the engine until `shutdown` is cancelled, then drains every stage.
@@ -110,19 +110,23 @@ async fn run_engine(
     let (actions_tx, actions_rx) = mpsc::channel(worker::OUTPUT_CAPACITY);
     let (records_tx, records_rx) = mpsc::channel(recorder::CHANNEL_CAPACITY);
     let (outbound_tx, outbound_rx) = mpsc::channel(outbound::CHANNEL_CAPACITY);
-    let metrics = match config.metrics.listen {
-        Some(addr) => {
-            let mut queues = queues(&rules_tx, &ingest_tx, &actions_tx, &records_tx);
-            queues.watch("outbound", &outbound_tx);
-            Some(MetricsServer::bind(addr, queues).await?)
-        }
-        None => None,
+    let progress = Arc::new(IngestProgress::default());
+    let web = {
+        let mut queues = queues(&rules_tx, &ingest_tx, &actions_tx, &records_tx);
+        queues.watch("outbound", &outbound_tx);
+        crate::web::Servers::bind(crate::web::Parts {
+            config: Arc::new(config.clone()),
+            reader: reader.clone(),
+            queues: Arc::new(queues),
+            rules: rules_tx.downgrade(),
+            ingest: Arc::clone(&progress),
+        })
+        .await?
     };
 
     // Both connections are prepared (TLS files parsed) before anything starts, so a bad setting stops
     // the start cleanly.
     let (publisher, publish_handle) = Publisher::new(&config.mqtt, store.clone())?;
-    let progress = Arc::new(IngestProgress::default());
     let (subscriber, acker) = Subscriber::new(
         &with_command_topics(&config),
         ingest_tx,
@@ -198,8 +202,8 @@ async fn run_engine(
         }
         None => crate::replicate::note_unconfigured(&store).await,
     }
-    if let Some(metrics) = metrics {
-        stages.spawn("metrics", metrics.run(shutdown.clone()));
+    if !web.is_empty() {
+        stages.spawn("web", web.run(shutdown.clone()));
     }
     crate::os::systemd::ready(&format!(
         "ingesting from {}:{}",
@@ -218,7 +222,7 @@ async fn run_engine(
     Ok(())
 }
 
-/// The queues between stages, for the metrics endpoint.
+/// The queues between stages, for `/metrics` and the health page.
 fn queues(
     rules: &flume::Sender<Event>,
     ingest: &mpsc::Sender<crate::mqtt::subscriber::Incoming>,

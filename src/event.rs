@@ -33,6 +33,11 @@ pub enum Event {
     Message(Message),
     /// A rule file was created, changed or removed: reload it.
     RuleFile(std::path::PathBuf),
+    /// Switch a relay as a command on its set topic would, for the house's page (cause `web`).
+    RelayCommand {
+        name: String,
+        op: crate::relays::model::Op,
+    },
 }
 
 /// Something a rule asked the outside world to do.

@@ -33,7 +33,8 @@
 //! - [`replicate`]: one stage that copies the history to PostgreSQL (`history.replicate`).
 //! - [`app`]: the supervisor that wires the stages and drains them on shutdown.
 //! - [`sim`]: rules on virtual time over a real history file (scenarios, replay, tests).
-//! - [`metrics`]: counters the stages bump, and the optional Prometheus endpoint.
+//! - [`metrics`]: counters the stages bump, rendered for Prometheus.
+//! - [`web`]: the HTTP server: the house's page (`web.listen`) and `/metrics`.
 //! - [`os`]: systemd notifications, the ingest health the watchdog vouches for, and the kernel's
 //!   thread policy.
 //! - [`plot`]: a topic's history as an SVG/PNG chart or a terminal chart.
@@ -64,3 +65,4 @@ pub mod rules;
 pub mod scheduler;
 pub mod sim;
 pub mod store;
+pub mod web;

@@ -126,6 +126,9 @@ fn the_packaged_config_is_valid_and_uses_the_pi_paths() {
         homewright::config::Embedded::Never,
         "the package expects Mosquitto on the Pi"
     );
+    let web = config.web.expect("the package serves the house's page");
+    assert_eq!(web.listen.to_string(), "127.0.0.1:8080");
+    assert!(web.password.is_none(), "loopback needs no password");
 }
 
 #[test]

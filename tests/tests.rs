@@ -40,3 +40,5 @@ mod service;
 mod shutdown;
 mod sql_docs;
 mod traces;
+mod web_browser;
+mod web_http;

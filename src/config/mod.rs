@@ -34,6 +34,8 @@ pub struct Config {
     /// Relays on GPIO pins.
     pub gpio: gpio::GpioConfig,
     pub metrics: MetricsConfig,
+    /// The house's page, when configured.
+    pub web: Option<WebConfig>,
     /// Notification channels, the hosts `http()` may call, and how deliveries are tried.
     pub outbound: OutboundConfig,
     /// Replication of the history to PostgreSQL, when configured.
@@ -244,6 +246,16 @@ pub struct RulesConfig {
 pub struct MetricsConfig {
     /// Where `/metrics` is served; `None` turns the endpoint off.
     pub listen: Option<SocketAddr>,
+}
+
+/// `web:` the house's page.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    /// Asked at the login page; `None` (only allowed on loopback) leaves the pages open.
+    pub password: Option<Secret>,
+    /// Whether `/metrics` on `listen` asks for the login too (a Prometheus server cannot log in).
+    pub metrics_login: bool,
 }
 
 /// Why a config could not be used.

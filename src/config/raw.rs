@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub notify: std::collections::BTreeMap<String, super::outbound::RawChannel>,
     pub http: super::outbound::RawHttp,
     pub history: RawHistory,
+    pub web: RawWeb,
 }
 
 /// `mqtt:` the connection the engine ingests from and publishes to.
@@ -112,6 +113,17 @@ pub struct RawRules {
 #[serde(default)]
 pub struct RawMetrics {
     pub listen: Option<String>,
+}
+
+/// `web:` the house's page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawWeb {
+    pub listen: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub metrics_login: Option<bool>,
 }
 
 /// `history:` what happens to the history beyond the local file.

@@ -9,7 +9,7 @@ use super::raw::{RawConfig, RawMqtt, RawReplicate, RawTls};
 use super::units::{parse_duration, parse_size};
 use super::{
     BrokerConfig, ClientCert, Config, ConfigError, Credentials, DatabaseConfig, Embedded, MetricsConfig,
-    MqttConfig, Problem, ReplicateConfig, Retention, RulesConfig, Secret, TlsConfig,
+    MqttConfig, Problem, ReplicateConfig, Retention, RulesConfig, Secret, TlsConfig, WebConfig,
 };
 use crate::scheduler::{Location, Zone};
 
@@ -64,6 +64,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         check.problem(key, message)
     });
     let metrics = check.metrics(&raw);
+    let web = check.web(&raw);
     let outbound = super::outbound::validate(&raw.notify, &raw.http, &base_dir, &mut |key, message| {
         check.problem(key, message)
     });
@@ -80,6 +81,7 @@ pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
         location,
         gpio,
         metrics,
+        web,
         outbound,
         replicate,
     })
@@ -274,6 +276,37 @@ impl Checker<'_> {
             parsed
         });
         MetricsConfig { listen }
+    }
+
+    fn web(&mut self, raw: &RawConfig) -> Option<WebConfig> {
+        let web = &raw.web;
+        let password = self.password("web", [&web.password, &web.password_file, &web.password_env]);
+        let listen = web.listen.as_deref()?;
+        let Ok(listen) = listen.parse::<SocketAddr>() else {
+            self.problem(
+                "web.listen",
+                format!("`{listen}` is not an address and port (write it like 127.0.0.1:8080)"),
+            );
+            return None;
+        };
+        let password = password?.filter(|p| !p.is_empty());
+        if password.is_none() && !listen.ip().is_loopback() {
+            self.problem(
+                "web.password",
+                format!(
+                    "web.listen is {listen}, which other machines can reach: set web.password (or \
+                     web.password_file or web.password_env) that the page then asks for, or listen on \
+                     127.0.0.1:{}",
+                    listen.port()
+                ),
+            );
+            return None;
+        }
+        Some(WebConfig {
+            listen,
+            password: password.map(Secret::new),
+            metrics_login: web.metrics_login.unwrap_or(true),
+        })
     }
 
     fn mqtt(&mut self, raw: &RawMqtt, broker: &BrokerConfig) -> MqttConfig {
@@ -883,6 +916,35 @@ mod tests {
         );
         assert!(parse("broker:\n  embedded: true\n  listen: 127.0.0.1:1883\n").is_ok());
         assert!(parse("broker:\n  embedded: true\n  listen: \"[::1]:1883\"\n").is_ok());
+    }
+
+    #[test]
+    fn the_web_page_beyond_loopback_needs_a_password_and_never_shows_it() {
+        assert!(parse("").unwrap().web.is_none(), "off unless configured");
+        let open = parse("web:\n  listen: 127.0.0.1:8080\n").unwrap().web.unwrap();
+        assert!(open.password.is_none() && open.metrics_login);
+        let errors = parse("web:\n  listen: 0.0.0.0:8080\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("web.password: web.listen is 0.0.0.0:8080, which other machines can reach"),
+            "{errors:?}"
+        );
+        let empty = parse("web:\n  listen: 192.168.1.2:8080\n  password: \"\"\n").unwrap_err();
+        assert!(
+            empty[0].contains("web.password"),
+            "an empty password is none: {empty:?}"
+        );
+        let locked = parse("web:\n  listen: 0.0.0.0:8080\n  password: hunter2\n  metrics_login: false\n")
+            .unwrap()
+            .web
+            .unwrap();
+        assert!(!locked.metrics_login);
+        assert!(!format!("{locked:?}").contains("hunter2"));
+        let bad = parse("web:\n  listen: everywhere\n").unwrap_err();
+        assert!(
+            bad[0].contains("2:3: web.listen: `everywhere` is not an address and port"),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Counters the stages bump as work passes through them, rendered in the Prometheus text format by
-//! [`server`] when `metrics.listen` is set.
+//! Counters the stages bump as work passes through them, rendered in the Prometheus text format for
+//! `/metrics` (served by [`crate::web`] on `metrics.listen`, and on `web.listen`).
 //!
 //! The counters are one process-wide [`static@METRICS`], like a Prometheus client's default registry:
 //! a stage adds to them with one line and no handle threaded through its constructor, and the cost
@@ -7,7 +7,7 @@
 //! an uncontended lock once per rule run, on the rule thread. Engines started
 //! in one process (the in-process tests) share the counters; the endpoint serves the process.
 
-pub mod server;
+pub mod queues;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -198,6 +198,7 @@ impl Subscriber {
                     }
                     Ok(MqttEvent::Incoming(Packet::ConnAck(connack))) => {
                         link.connected(connack.session_present);
+                        self.progress.set_connected(true);
                         connection += 1;
                         rumqttc_ext::accept_any_pubrel(&mut self.eventloop);
                         self.subscribe();
@@ -222,6 +223,7 @@ impl Subscriber {
                         if link.connected {
                             self.progress.session_lost(&e.to_string());
                         }
+                        self.progress.set_connected(false);
                         let pause = link.failed(&e);
                         tokio::select! {
                             _ = tokio::time::sleep(pause) => {}

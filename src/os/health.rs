@@ -8,7 +8,7 @@
 //! the engine reconnects by itself, and a restart would not bring the broker back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub struct IngestProgress {
     sessions_lost: AtomicU64,
     /// Why the last of them failed, for the log.
     last_loss: Mutex<String>,
+    /// Whether the ingest connection is up now (for the health page).
+    connected: AtomicBool,
 }
 
 impl IngestProgress {
@@ -45,6 +47,21 @@ impl IngestProgress {
     pub fn finished(&self, count: usize) {
         self.finished
             .fetch_add(u64::try_from(count).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The ingest connection came up (the broker's ConnAck) or went down.
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the ingest connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Accepted connections that failed since the start.
+    pub fn sessions_lost(&self) -> u64 {
+        self.sessions_lost.load(Ordering::Relaxed)
     }
 
     /// A connection the broker had accepted failed, for `why`.

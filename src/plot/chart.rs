@@ -91,6 +91,21 @@ pub fn write(
     }
 }
 
+/// Draws `series` over `[from, to)` as SVG text, for a page.
+pub fn svg(title: &str, series: &Series, from: i64, to: i64, zone: &Zone) -> Result<String, String> {
+    load_font()?;
+    let mut out = String::new();
+    draw(
+        SVGBackend::with_string(&mut out, SIZE).into_drawing_area(),
+        title,
+        series,
+        (from, to),
+        zone,
+    )
+    .map_err(|e| format!("cannot draw the chart: {e}"))?;
+    Ok(out)
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,

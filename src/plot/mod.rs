@@ -180,8 +180,19 @@ fn text_value(text: &str) -> Option<Value> {
 
 /// Reads the topic's messages in `[from, to)` (unix ms) from the history.
 pub async fn load(reader: &HistoryReader, spec: &Spec, from: i64, to: i64) -> Result<Series, QueryError> {
+    load_bounded(reader, spec, (from, to), None).await
+}
+
+/// Like [`load`], failing once the messages pass `bounds` (a page must not take a Pi's memory for a
+/// long period of a busy topic).
+pub async fn load_bounded(
+    reader: &HistoryReader,
+    spec: &Spec,
+    (from, to): (i64, i64),
+    bounds: Option<crate::store::Bounds>,
+) -> Result<Series, QueryError> {
     let result = reader
-        .query(
+        .query_bounded(
             "SELECT ts, payload FROM messages WHERE topic = ? AND ts >= ? AND ts < ? ORDER BY ts, id",
             &[
                 SqlValue::Text(spec.topic.clone()),
@@ -189,6 +200,7 @@ pub async fn load(reader: &HistoryReader, spec: &Spec, from: i64, to: i64) -> Re
                 SqlValue::Integer(to),
             ],
             None,
+            bounds,
         )
         .await?;
     let rows = result.rows.iter().filter_map(|row| match row.as_slice() {

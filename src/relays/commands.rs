@@ -132,7 +132,20 @@ impl RuleSet {
             );
             return;
         }
-        match self.host.switch_relay(name, command.op, cause) {
+        self.switch_commanded(name, command.op, cause, outputs);
+    }
+
+    /// A command from outside the rules (a set topic, the CLI, the house's page): switches relay `name`,
+    /// publishing its state even when nothing changed (the sender waits to see it), or why it refused
+    /// on `<base>/relay/<name>/refused`.
+    pub(crate) fn switch_commanded(&self, name: &str, op: Op, cause: Cause, outputs: &mut Vec<Output>) {
+        let base = &self.base_topic;
+        let now = self.clock.now();
+        if self.host.relay_is_on(name).is_none() {
+            warn!("no relay `{name}` in gpio.relays: command ignored");
+            return;
+        }
+        match self.host.switch_relay(name, op, cause) {
             Ok(on) => {
                 let produced = self.host.drain_outputs();
                 let changed = produced.iter().any(|o| matches!(o, Output::Action { .. }));
@@ -154,7 +167,7 @@ impl RuleSet {
                 }
             }
             Err(refused) => {
-                warn!(topic = %message.topic, "{refused}");
+                warn!(relay = name, cause = cause.as_str(), "{refused}");
                 // The sender (`homewright relay`) waits for an answer: tell it why nothing changed.
                 let action = Action::Publish {
                     topic: format!("{base}/relay/{name}/refused"),

@@ -23,6 +23,8 @@ pub enum Cause {
     Rule,
     SetTopic,
     Cli,
+    /// The house's page (`web:`).
+    Web,
     OnFor,
     MaxOn,
     Start,
@@ -36,6 +38,7 @@ impl Cause {
             Cause::Rule => "rule",
             Cause::SetTopic => "set_topic",
             Cause::Cli => "cli",
+            Cause::Web => "web",
             Cause::OnFor => "on_for",
             Cause::MaxOn => "max_on",
             Cause::Start => "start",

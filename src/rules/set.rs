@@ -441,6 +441,9 @@ impl RuleSet {
             Event::Start => self.start(&mut outputs),
             Event::RuleFile(path) => self.reload(path, &mut outputs),
             Event::Message(message) => self.message(message, &mut outputs),
+            Event::RelayCommand { name, op } => {
+                self.switch_commanded(name, *op, crate::relays::model::Cause::Web, &mut outputs)
+            }
         }
         self.restart_oversized(&mut outputs);
         outputs

@@ -4,12 +4,14 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod browser;
 pub mod http;
 pub mod mosquitto;
 pub mod pg_server;
 pub mod postgres;
 pub mod relay;
 pub mod rule_files;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
