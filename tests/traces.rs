@@ -130,8 +130,17 @@ async fn why_lists_a_failed_run_with_its_position_and_a_message_that_matched_but
         .publish("thermostat/attic", "offline", QoS::AtLeastOnce, false)
         .await;
     let db = engine.setup.db_path();
-    eventually("three runs traced", Duration::from_secs(10), || async {
-        (count(&db, "SELECT count(*) FROM rule_runs WHERE rule = 'thermo'").await == 3).then_some(())
+    // Runs and messages commit in batches of their own: `why` pairs each run with its message once
+    // both are stored.
+    eventually("three runs traced", Duration::from_secs(20), || async {
+        (count(&db, "SELECT count(*) FROM rule_runs WHERE rule = 'thermo'").await == 3
+            && count(
+                &db,
+                "SELECT count(*) FROM messages WHERE topic LIKE 'thermostat/%'",
+            )
+            .await
+                == 3)
+            .then_some(())
     })
     .await;
     let output = crate::support::homewright_command()
