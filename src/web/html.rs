@@ -48,6 +48,7 @@ section.rule h2{margin:.1rem 0 .4rem}
 section.broken{border-color:#d64545}
 .error{color:#a61b1b}
 pre{background:#f3f4f6;padding:.5rem;overflow-x:auto;font-size:.85em}
+pre.error{white-space:pre-wrap;overflow-wrap:anywhere}
 svg.chart{width:100%;height:auto;background:#fff}
 .spark{vertical-align:middle}
 .periods a{margin-right:.6rem}

@@ -185,9 +185,10 @@ async fn render(state: &Shared, files: Vec<RuleFile>) -> String {
             }
             body.push_str("</p>");
         }
+        let noun = if runs == 1 { "run" } else { "runs" };
         let _ = write!(
             body,
-            "<p>Last 24 h: <span class=\"runs\">{runs}</span> runs, <span class=\"failures\">{failures}</span> failed</p>"
+            "<p>Last 24 h: <span class=\"runs\">{runs}</span> {noun}, <span class=\"failures\">{failures}</span> failed</p>"
         );
         let last_error = query(
             state,
