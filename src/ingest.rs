@@ -41,11 +41,6 @@ const MIN_RESERVE: usize = 2;
 const STALL_GAPS: f64 = 5.0;
 const MIN_STALL: Duration = Duration::from_millis(50);
 
-/// Mean gap between QoS 1/2 messages (seconds) above which ingest may probe the broker's window (see
-/// [`Ingest::probing`]): at a house's pace a probe that finds the window at its assumed size costs one
-/// pause of five gaps; at higher rates the window shows by itself (messages queue behind a full batch).
-const PROBE_MIN_GAP: f64 = 0.01;
-
 /// How often a batch being filled from a busy stream takes what arrived (see `Ingest::fill`).
 pub const GATHER_TICK: Duration = Duration::from_millis(1);
 
@@ -78,13 +73,6 @@ pub struct Ingest {
     /// larger one) is caught by the stall rule ([`STALL_GAPS`]), at the cost of a short pause per
     /// window of messages.
     window: usize,
-    /// Whether the broker's window may be larger than [`Ingest::window`] without having shown it yet:
-    /// at a house's pace a batch never holds more than the window it assumes, so a broker set up with a
-    /// larger one (as the package's Mosquitto drop-in does) would never show it. While probing, a slow
-    /// stream's batch is not closed at the threshold but by its interval or the stall rule: it either
-    /// holds more unacknowledged messages than assumed (the window grows) or stalls at the window (the
-    /// assumption holds; probing ends).
-    probing: bool,
     pace: Pace,
 }
 
@@ -136,7 +124,6 @@ impl Ingest {
             input,
             interval,
             window: ASSUMED_WINDOW,
-            probing: true,
             pace: Pace::new(),
         }
     }
@@ -146,8 +133,8 @@ impl Ingest {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut stored: u64 = 0;
         loop {
-            let (open, cap, probe) = self.fill(&mut batch).await;
-            self.observe_window(&batch, cap, probe);
+            let (open, cap) = self.fill(&mut batch).await;
+            self.observe_window(&batch, cap);
             if !batch.is_empty() {
                 let started = Instant::now();
                 let committed = self.commit(&batch, !open).await;
@@ -217,17 +204,10 @@ impl Ingest {
     }
 
     /// Raises [`Ingest::window`] when a batch closed at its cap of unacknowledged messages with more
-    /// waiting behind it (those count too: nearly always the subscription's QoS is the same for all),
-    /// or when a `probe` batch held more than the window; ends probing once a probe showed the window.
-    fn observe_window(&mut self, batch: &[Incoming], cap: usize, probe: bool) {
+    /// waiting behind it (those count too: nearly always the subscription's QoS is the same for all).
+    fn observe_window(&mut self, batch: &[Incoming], cap: usize) {
         let unacked = batch.iter().filter(|i| i.ack.is_some()).count();
-        let mut window = next_window(self.window, unacked, cap, self.input.len());
-        if probe && unacked >= self.window {
-            // More than assumed arrived unacknowledged (the window is at least that), or the batch
-            // stalled at the window (it is what was assumed): either way it has shown itself.
-            window = window.max(unacked);
-            self.probing = false;
-        }
+        let window = next_window(self.window, unacked, cap, self.input.len());
         if window != self.window {
             debug!(
                 window,
@@ -285,25 +265,22 @@ impl Ingest {
     /// Waits for a first message, then gathers more until the batch is [`Ingest::interval`] old, holds
     /// [`MAX_BATCH`] messages, holds [`Ingest::threshold`] unacknowledged ones, or holds some and the
     /// stream of them stalled (see [`STALL_GAPS`]). Returns whether the input is still open (the batch
-    /// holds whatever came before it closed), the threshold it was filled to, and whether it probed the
-    /// broker's window (see [`Ingest::probing`]; its threshold was then [`MAX_BATCH`]).
+    /// holds whatever came before it closed) and the threshold it was filled to.
     ///
     /// A slow stream wakes it once per message, a busy one (at least [`BUSY`] messages found at once)
     /// every [`GATHER_TICK`]: waiting on the channel for each message of a flood would wake it (a futex
     /// and a context switch, on a core the broker needs) for every single message, which profiling at
     /// full speed showed costing more CPU than SQLite.
-    async fn fill(&mut self, batch: &mut Vec<Incoming>) -> (bool, usize, bool) {
+    async fn fill(&mut self, batch: &mut Vec<Incoming>) -> (bool, usize) {
         let mut cap = self.threshold();
-        let mut probe = false;
         match self.input.recv().await {
             Some(first) => self.take(batch, first),
-            None => return (false, cap, probe),
+            None => return (false, cap),
         }
         let deadline = Instant::now() + self.interval;
         let mut unacked = batch.iter().filter(|i| i.ack.is_some()).count();
         loop {
-            probe = self.probing && self.pace.gap >= PROBE_MIN_GAP;
-            cap = if probe { MAX_BATCH } else { self.threshold() };
+            cap = self.threshold();
             let before = batch.len();
             // Everything that has arrived, up to the window, goes into this batch: it is received
             // already, and one commit for all of it is the cheapest.
@@ -314,14 +291,14 @@ impl Ingest {
                         self.take(batch, incoming);
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => return (false, cap, probe),
+                    Err(mpsc::error::TryRecvError::Disconnected) => return (false, cap),
                 }
             }
             let now = Instant::now();
             let stall_at = self.pace.stall_at(now);
             let stalled = unacked > 0 && now >= stall_at;
             if batch.len() >= MAX_BATCH || unacked >= cap || now >= deadline || stalled {
-                return (true, cap, probe);
+                return (true, cap);
             }
             let wake = if unacked > 0 {
                 deadline.min(stall_at)
@@ -338,7 +315,7 @@ impl Ingest {
                         unacked += usize::from(incoming.ack.is_some());
                         self.take(batch, incoming);
                     }
-                    None => return (false, cap, probe),
+                    None => return (false, cap),
                 },
                 _ = tokio::time::sleep_until(wake) => {}
             }
