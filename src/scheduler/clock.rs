@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::event::now_millis;
 
@@ -34,14 +34,28 @@ pub enum Clock {
 /// A wall time and the monotonic instant it was read at.
 #[derive(Debug, Clone, Copy)]
 pub struct Anchor {
-    wall: i64,
+    /// The wall time at `at`, in microseconds: kept finer than the engine's milliseconds so that the
+    /// steady clock never lags the wall clock by a truncated millisecond (a run stamped before the
+    /// message that caused it).
+    wall_us: i64,
     at: Instant,
 }
 
 impl Anchor {
+    fn new() -> Self {
+        let wall_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Anchor {
+            wall_us,
+            at: Instant::now(),
+        }
+    }
+
     fn now(&self) -> i64 {
-        let elapsed = i64::try_from(self.at.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.wall.saturating_add(elapsed)
+        let elapsed = i64::try_from(self.at.elapsed().as_micros()).unwrap_or(i64::MAX);
+        self.wall_us.saturating_add(elapsed) / 1000
     }
 }
 
@@ -53,10 +67,7 @@ impl Clock {
 
     /// The engine's clock: the wall time now, advancing on the monotonic clock.
     pub fn steady() -> Self {
-        Clock::Steady(Arc::new(Mutex::new(Anchor {
-            wall: now_millis(),
-            at: Instant::now(),
-        })))
+        Clock::Steady(Arc::new(Mutex::new(Anchor::new())))
     }
 
     /// The current time in unix milliseconds.
@@ -78,12 +89,14 @@ impl Clock {
         let wall = now_millis();
         let jump = wall.saturating_sub(anchor.now());
         if jump.abs() < JUMP_THRESHOLD_MS {
+            // A small difference is the wall clock being slewed, not a jump: follow it, so the
+            // engine's times stay those of the rest of the system.
+            if jump != 0 {
+                *anchor = Anchor::new();
+            }
             return None;
         }
-        *anchor = Anchor {
-            wall,
-            at: Instant::now(),
-        };
+        *anchor = Anchor::new();
         Some(jump)
     }
 

@@ -26,7 +26,7 @@ use crate::store::{QueryResult, SqlValue};
 const DAY_MS: i64 = 86_400_000;
 
 /// How long one query of the page may take: a busy rule's day of runs is large on a Pi.
-const QUERY_TIME: Duration = Duration::from_secs(2);
+const QUERY_TIME: Duration = Duration::from_secs(10);
 
 /// Recent runs and actions shown per rule.
 const RECENT: i64 = 10;
